@@ -1,1 +1,38 @@
-pub fn x(){}
+//! The clawdo object runtime: Durable-Object-style actors over per-object SQLite files.
+//!
+//! Each object (one instance of a class implementing [`Object`]) is a ractor actor with its own
+//! SQLite database and its own alarm. The [`Host`] activates objects on first use (one
+//! activation per id, however many callers race), hibernates idle ones, and runs one alarm
+//! dispatcher for all of them. Time comes from an injected [`Clock`].
+//!
+//! # Layout
+//! - [`host`]: the [`Host`], its builder, the resident table and the [`Stub`] handles.
+//! - [`object`]: the [`Object`] trait, the handler context [`Ctx`] and [`AlarmInfo`].
+//! - `actor`: the generic ractor actor that hosts one object.
+//! - `dispatcher`: the single alarm dispatcher (a min-heap).
+//! - [`clock`]: [`Clock`], [`SystemClock`], [`ManualClock`].
+//! - [`id`]: validated [`ObjectId`]s.
+//! - [`config`]: [`HostConfig`] and its defaults.
+//! - [`demo`]: a small counter class used by tests, benches and the embedding example.
+//! - [`error`]: this layer's [`Error`].
+
+mod actor;
+pub mod blocking;
+pub mod clock;
+pub mod config;
+pub mod demo;
+mod dispatcher;
+pub mod error;
+pub mod host;
+pub mod id;
+pub mod object;
+mod stats;
+
+pub use clawdo_storage::{Durability, Migration, Tx, UnixMillis};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::HostConfig;
+pub use error::Error;
+pub use host::{Host, HostBuilder, Stub};
+pub use id::{InvalidId, ObjectId};
+pub use object::{AlarmInfo, Ctx, HandlerError, Object};
+pub use stats::{HostStats, LatencySummary};

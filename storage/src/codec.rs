@@ -60,7 +60,10 @@ mod tests {
     #[test]
     fn rejects_unknown_versions_and_empty_values() {
         assert!(matches!(decode::<u32>(&[]), Err(Error::EmptyValue)));
-        assert!(matches!(decode::<u32>(&[9, 1]), Err(Error::UnknownFormat(9))));
+        assert!(matches!(
+            decode::<u32>(&[9, 1]),
+            Err(Error::UnknownFormat(9))
+        ));
     }
 
     #[test]

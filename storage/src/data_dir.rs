@@ -41,7 +41,9 @@ impl std::str::FromStr for Durability {
         match s {
             "process" => Ok(Durability::Process),
             "power" => Ok(Durability::Power),
-            other => Err(format!("unknown durability {other:?} (expected process or power)")),
+            other => Err(format!(
+                "unknown durability {other:?} (expected process or power)"
+            )),
         }
     }
 }

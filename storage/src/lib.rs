@@ -21,6 +21,9 @@ pub mod migrate;
 pub mod object_store;
 pub mod shard;
 
+/// The SQLite binding object classes write their SQL with.
+pub use rusqlite;
+
 pub use data_dir::{DataDir, Durability};
 pub use error::Error;
 pub use index::{IndexedAlarm, ShardIndexes};

@@ -67,9 +67,11 @@ pub fn ensure_runtime_schema(conn: &mut Connection, owner: &str) -> Result<Strin
             )
             .optional()?;
         let recorded: Option<String> = conn
-            .query_row("SELECT value FROM _clawdo_meta WHERE key = 'owner'", [], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT value FROM _clawdo_meta WHERE key = 'owner'",
+                [],
+                |r| r.get(0),
+            )
             .optional()?;
         if version == Some(RUNTIME_SCHEMA_VERSION)
             && let Some(recorded) = recorded
@@ -88,8 +90,11 @@ pub fn ensure_runtime_schema(conn: &mut Connection, owner: &str) -> Result<Strin
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         [RUNTIME_SCHEMA_VERSION.to_string()],
     )?;
-    let recorded: String =
-        tx.query_row("SELECT value FROM _clawdo_meta WHERE key = 'owner'", [], |r| r.get(0))?;
+    let recorded: String = tx.query_row(
+        "SELECT value FROM _clawdo_meta WHERE key = 'owner'",
+        [],
+        |r| r.get(0),
+    )?;
     tx.commit()?;
     Ok(recorded)
 }
@@ -158,7 +163,10 @@ mod tests {
         for start in 0..=STEPS.len() {
             let mut conn = Connection::open_in_memory()?;
             run_migrations(&mut conn, Path::new(":memory:"), &STEPS[..start])?;
-            assert_eq!(run_migrations(&mut conn, Path::new(":memory:"), STEPS)?, start as u32);
+            assert_eq!(
+                run_migrations(&mut conn, Path::new(":memory:"), STEPS)?,
+                start as u32
+            );
             assert_eq!(schema(&conn)?, want, "upgrade from version {start}");
         }
         Ok(())
@@ -169,7 +177,14 @@ mod tests {
         let mut conn = Connection::open_in_memory()?;
         run_migrations(&mut conn, Path::new(":memory:"), STEPS)?;
         let err = run_migrations(&mut conn, Path::new(":memory:"), &STEPS[..1]);
-        assert!(matches!(err, Err(Error::SchemaTooNew { found: 3, known: 1, .. })));
+        assert!(matches!(
+            err,
+            Err(Error::SchemaTooNew {
+                found: 3,
+                known: 1,
+                ..
+            })
+        ));
         Ok(())
     }
 

@@ -26,7 +26,7 @@ use crate::{Error, UnixMillis, codec};
 pub const ALARM_TIMER: &str = "";
 
 /// Identity of one object: its class, id and shard.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectKey {
     /// Class name (a compile-time constant of the class, `[a-z0-9_]{1,32}`).
     pub class: &'static str,
@@ -540,9 +540,11 @@ fn min_timer(conn: &Connection) -> Result<Option<UnixMillis>, Error> {
 
 fn timer_at(conn: &Connection, name: &str) -> Result<Option<UnixMillis>, Error> {
     Ok(conn
-        .query_row("SELECT at FROM _clawdo_timers WHERE name = ?1", [name], |r| {
-            r.get(0)
-        })
+        .query_row(
+            "SELECT at FROM _clawdo_timers WHERE name = ?1",
+            [name],
+            |r| r.get(0),
+        )
         .optional()?)
 }
 

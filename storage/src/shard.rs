@@ -48,7 +48,10 @@ mod tests {
         // Pinned values: if these change, every existing data directory is misread.
         assert_eq!(ShardId::of("inst-1"), ShardId::of("inst-1"));
         assert_eq!(object_file_name("counter", "a").len(), 35);
-        let pinned = (ShardId::of("user:42").0, object_file_name("registry", "user:42"));
+        let pinned = (
+            ShardId::of("user:42").0,
+            object_file_name("registry", "user:42"),
+        );
         assert_eq!(pinned, (PINNED_SHARD, PINNED_FILE.to_string()));
     }
 
@@ -67,6 +70,9 @@ mod tests {
     #[test]
     fn file_names_are_hex_only() {
         let name = object_file_name("instance", "../../etc/passwd");
-        assert!(name.strip_suffix(".db").is_some_and(|h| h.chars().all(|c| c.is_ascii_hexdigit())));
+        assert!(
+            name.strip_suffix(".db")
+                .is_some_and(|h| h.chars().all(|c| c.is_ascii_hexdigit()))
+        );
     }
 }

@@ -1,0 +1,5 @@
+//! Demo classes: scaffolding for tests, benches and the embedding example, not product features.
+
+pub mod counter;
+
+pub use counter::{Counter, CounterReply, CounterRequest};
