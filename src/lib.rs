@@ -9,4 +9,6 @@
 
 pub mod runtime;
 
+pub use clawdo_actors as actors;
+pub use clawdo_storage as storage;
 pub use runtime::{LatencySummary, Runtime, RuntimeBuilder, RuntimeStats};

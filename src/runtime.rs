@@ -1,34 +1,26 @@
 //! The embedding API: build a [`Runtime`] over a data directory, use it, shut it down.
 //!
-//! STUB: the real implementation lands with the object runtime; the signatures are fixed.
+//! A `Runtime` owns the object [`Host`] (activation, hibernation, alarms) and registers the
+//! classes the binary serves; embedders register their own classes with
+//! [`RuntimeBuilder::register`] and call objects through [`Runtime::host`]. The gRPC services are
+//! thin adapters over this type.
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use clawdo_actors::demo::Counter;
+use clawdo_actors::{Clock, Durability, Host, HostBuilder, HostConfig, Object};
+
+pub use clawdo_actors::LatencySummary;
 
 /// Errors from building or shutting down a [`Runtime`].
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The data directory could not be used.
-    #[error("data directory {path}: {reason}")]
-    DataDir {
-        /// The directory.
-        path: PathBuf,
-        /// What went wrong.
-        reason: String,
-    },
-}
-
-/// Percentiles of a latency distribution, in milliseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct LatencySummary {
-    /// Number of samples.
-    pub count: u64,
-    /// Median.
-    pub p50_ms: f64,
-    /// 99th percentile.
-    pub p99_ms: f64,
-    /// Largest sample.
-    pub max_ms: f64,
+    /// The object runtime failed to start or stop.
+    #[error("object runtime")]
+    Host(#[from] clawdo_actors::Error),
 }
 
 /// A point-in-time view of the runtime's counters.
@@ -46,35 +38,109 @@ pub struct RuntimeStats {
     pub alarm_lateness: LatencySummary,
 }
 
-/// Builder for [`Runtime`].
-#[derive(Debug, Default)]
+/// Builder for [`Runtime`]. Every setting has a default; see each method.
 pub struct RuntimeBuilder {
-    data_dir: Option<PathBuf>,
-    idle_timeout: Option<Duration>,
+    data_dir: PathBuf,
+    config: HostConfig,
+    clock: Option<Arc<dyn Clock>>,
+    host: HostBuilderSlot,
+}
+
+/// Class registrations are applied to the host builder as they come.
+struct HostBuilderSlot(Option<Box<dyn FnOnce(HostBuilder) -> HostBuilder + Send>>);
+
+impl std::fmt::Debug for RuntimeBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeBuilder")
+            .field("data_dir", &self.data_dir)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for RuntimeBuilder {
+    fn default() -> Self {
+        RuntimeBuilder {
+            data_dir: PathBuf::from("./clawdo-data"),
+            config: HostConfig::default(),
+            clock: None,
+            host: HostBuilderSlot(None),
+        }
+    }
 }
 
 impl RuntimeBuilder {
     /// Directory holding all object files (default `./clawdo-data`).
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.data_dir = Some(dir.into());
+        self.data_dir = dir.into();
+        self
+    }
+
+    /// How commits reach the disk (default [`Durability::Process`]).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.config.durability = durability;
         self
     }
 
     /// Idle time after which an object hibernates (default 30 s).
     pub fn idle_timeout(mut self, d: Duration) -> Self {
-        self.idle_timeout = Some(d);
+        self.config.idle_timeout = d;
+        self
+    }
+
+    /// Most objects resident at once (default 200,000).
+    pub fn resident_cap(mut self, cap: NonZeroUsize) -> Self {
+        self.config.resident_cap = cap;
+        self
+    }
+
+    /// Replace the whole object-runtime configuration.
+    pub fn host_config(mut self, config: HostConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The clock every time decision reads (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Register an object class of the embedder's own.
+    pub fn register<C: Object>(mut self) -> Self {
+        let previous = self.host.0.take();
+        self.host.0 = Some(Box::new(move |builder: HostBuilder| {
+            let builder = match previous {
+                Some(previous) => previous(builder),
+                None => builder,
+            };
+            builder.register::<C>()
+        }));
         self
     }
 
     /// Open the data directory and start the runtime.
     pub async fn build(self) -> Result<Runtime, Error> {
-        Ok(Runtime {})
+        let mut builder = HostBuilder::new(self.data_dir)
+            .config(self.config)
+            .register::<Counter>();
+        if let Some(clock) = self.clock {
+            builder = builder.clock(clock);
+        }
+        if let Some(register) = self.host.0 {
+            builder = register(builder);
+        }
+        Ok(Runtime {
+            host: builder.start().await?,
+        })
     }
 }
 
 /// A running clawdo runtime.
-#[derive(Debug)]
-pub struct Runtime {}
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    host: Host,
+}
 
 impl Runtime {
     /// Start configuring a runtime.
@@ -82,14 +148,26 @@ impl Runtime {
         RuntimeBuilder::default()
     }
 
+    /// The object host: `runtime.host().get::<Class>(id)?.call(request).await`.
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
     /// Current counters.
     pub fn stats(&self) -> RuntimeStats {
-        RuntimeStats::default()
+        let s = self.host.stats();
+        RuntimeStats {
+            resident_objects: s.resident_objects,
+            activations: s.activations,
+            armed_alarms: s.armed_alarms,
+            alarms_fired: s.alarms_fired,
+            alarm_lateness: s.alarm_lateness,
+        }
     }
 
     /// Stop accepting calls, let in-flight handlers finish within `deadline`, close all files.
+    /// Alarms stay in the index and fire after the next start.
     pub async fn shutdown(&self, deadline: Duration) -> Result<(), Error> {
-        let _ = deadline;
-        Ok(())
+        Ok(self.host.shutdown(deadline).await?)
     }
 }
