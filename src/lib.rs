@@ -5,8 +5,10 @@
 //!
 //! # Layout
 //! - [`runtime`]: the [`Runtime`] builder and handle embedders use.
-//! - `grpc`: tonic services, one module per service, and the single error → `Status` mapping.
+//! - [`grpc`]: tonic services, one module per service, the generated protobuf types
+//!   ([`grpc::pb`]) and the single error → `Status` mapping ([`grpc::status`]).
 
+pub mod grpc;
 pub mod runtime;
 
 pub use runtime::{LatencySummary, Runtime, RuntimeBuilder, RuntimeStats};
