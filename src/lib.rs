@@ -1,13 +1,20 @@
 //! clawdo: a Durable-Object-style runtime hosting a fleet of "claw" instances.
 //!
 //! This crate is the product surface: the embedding API ([`Runtime`]), the gRPC services (thin
-//! adapters over the embedding API) and the `clawdo` binary.
+//! adapters over the embedding API), the server that runs them, and the `clawdo` binary.
 //!
 //! # Layout
 //! - [`runtime`]: the [`Runtime`] builder and handle embedders use.
-//! - `grpc`: tonic services, one module per service, and the single error → `Status` mapping.
+//! - [`server`]: the listen-address policy and [`server::run`], which builds the runtime,
+//!   serves gRPC on an injected listener until an injected shutdown future completes, then
+//!   shuts down in order. The binary and the integration tests both use it.
+//! - [`grpc`]: tonic services, one module per service, the generated protobuf types
+//!   ([`grpc::pb`]) and the single error → `Status` mapping ([`grpc::status`]).
+//! - `src/main.rs`, `src/cli.rs` (binary only): `clawdo serve` flags, logging, OS signals.
 
+pub mod grpc;
 pub mod runtime;
+pub mod server;
 
 pub use clawdo_actors as actors;
 pub use clawdo_storage as storage;

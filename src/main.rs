@@ -1,1 +1,71 @@
-fn main() {}
+//! The `clawdo` binary: parses flags, sets up logging, and runs the library's server until
+//! Ctrl-C or SIGTERM. Everything else lives in the `clawdo` library.
+
+mod cli;
+
+use std::io::IsTerminal as _;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use clawdo::server;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
+
+use crate::cli::{Cli, Command, LogFormat, ServeArgs};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+    }
+}
+
+/// `clawdo serve`: refuse a non-loopback address before binding, then serve until a signal.
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_tracing(args.log_format);
+    let listener = server::bind(args.listen).await?;
+    let terminate =
+        signal(SignalKind::terminate()).context("could not install the SIGTERM handler")?;
+    let config = args.config();
+    tracing::info!(
+        shutdown_deadline = ?config.shutdown_deadline,
+        idle_timeout = ?config.idle_timeout,
+        "starting clawdo",
+    );
+    server::run(config, listener, shutdown_signal(terminate)).await?;
+    tracing::info!("clawdo stopped");
+    Ok(())
+}
+
+/// Log to stderr, filtered by `RUST_LOG` (default `info`).
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::builder()
+        .with_default_directive(LevelFilter::INFO.into())
+        .from_env_lossy();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Completes on the first Ctrl-C (SIGINT) or SIGTERM.
+async fn shutdown_signal(mut terminate: Signal) {
+    let received = tokio::select! {
+        result = tokio::signal::ctrl_c() => match result {
+            Ok(()) => "SIGINT",
+            Err(error) => {
+                // Without a SIGINT handler only SIGTERM can stop the server.
+                tracing::warn!(%error, "could not listen for Ctrl-C");
+                terminate.recv().await;
+                "SIGTERM"
+            }
+        },
+        _ = terminate.recv() => "SIGTERM",
+    };
+    tracing::info!(signal = received, "shutdown signal received");
+}

@@ -1,0 +1,133 @@
+//! Command-line flags of the `clawdo` binary (clap derive) and their translation into the
+//! library's [`server::Config`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use clawdo::server;
+
+/// clawdo: a Durable-Object-style runtime hosting a fleet of claw instances.
+#[derive(Debug, Parser)]
+#[command(name = "clawdo", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The `clawdo` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the clawdo server: the object runtime behind the gRPC API.
+    Serve(ServeArgs),
+}
+
+/// Flags of `clawdo serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Directory holding every object file.
+    #[arg(long, default_value = "./clawdo-data")]
+    pub data_dir: PathBuf,
+    /// Address the gRPC server listens on. Must be loopback until authentication exists.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// Seconds an object may sit idle before it hibernates.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_secs: u64,
+    /// Seconds allowed, after SIGTERM or Ctrl-C, for open calls to finish and the runtime to stop.
+    #[arg(long, default_value_t = 10)]
+    pub shutdown_deadline_secs: u64,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl ServeArgs {
+    /// The server options these flags describe.
+    pub fn config(&self) -> server::Config {
+        server::Config {
+            data_dir: self.data_dir.clone(),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            shutdown_deadline: Duration::from_secs(self.shutdown_deadline_secs),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used, reason = "tests fail loudly")]
+mod tests {
+    use super::*;
+
+    fn serve_args(args: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["clawdo", "serve"].iter().chain(args))?;
+        let Command::Serve(serve) = cli.command;
+        Ok(serve)
+    }
+
+    #[test]
+    fn serve_defaults_match_the_spec() {
+        let args = serve_args(&[]).expect("no flags is valid");
+        assert_eq!(
+            args.listen,
+            "127.0.0.1:50051".parse().expect("valid address")
+        );
+        assert_eq!(args.log_format, LogFormat::Text);
+        assert_eq!(args.config(), server::Config::default());
+    }
+
+    #[test]
+    fn serve_flags_are_parsed() {
+        let args = serve_args(&[
+            "--data-dir",
+            "/tmp/x",
+            "--listen",
+            "[::1]:7000",
+            "--idle-timeout-secs",
+            "5",
+            "--shutdown-deadline-secs",
+            "0",
+            "--log-format",
+            "json",
+        ])
+        .expect("valid flags");
+        assert_eq!(args.listen, "[::1]:7000".parse().expect("valid address"));
+        assert_eq!(args.log_format, LogFormat::Json);
+        assert_eq!(
+            args.config(),
+            server::Config {
+                data_dir: PathBuf::from("/tmp/x"),
+                idle_timeout: Duration::from_secs(5),
+                shutdown_deadline: Duration::ZERO,
+            }
+        );
+    }
+
+    #[test]
+    fn bad_flag_values_are_rejected() {
+        for bad in [
+            &["--idle-timeout-secs", "0"][..],
+            &["--listen", "localhost"],
+            &["--log-format", "xml"],
+            &["--shutdown-deadline-secs", "-1"],
+        ] {
+            assert!(serve_args(bad).is_err(), "{bad:?} must be rejected");
+        }
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+    }
+}
