@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use clawdo::actors::Durability;
 use clawdo::server;
 
 /// clawdo: a Durable-Object-style runtime hosting a fleet of claw instances.
@@ -22,6 +23,33 @@ pub struct Cli {
 pub enum Command {
     /// Run the clawdo server: the object runtime behind the gRPC API.
     Serve(ServeArgs),
+    /// Test support: write to demo counters as fast as possible and print one `ack` line per
+    /// committed write (used by the crash-recovery tests, which SIGKILL this process).
+    #[command(hide = true)]
+    DemoLoad(DemoLoadArgs),
+}
+
+/// Flags of the hidden `clawdo demo-load`.
+#[derive(Debug, Args)]
+pub struct DemoLoadArgs {
+    /// Directory holding every object file.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Commit durability: `process` or `power`.
+    #[arg(long, default_value = "process")]
+    pub durability: Durability,
+    /// Number of counters written round-robin.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub objects: u32,
+    /// Concurrent writers.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub writers: u32,
+    /// Stop after this many writes in total (the load is always bounded).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub max_writes: u64,
+    /// Alarm time (Unix ms) set on every counter before the writes start.
+    #[arg(long)]
+    pub alarm_at: Option<i64>,
 }
 
 /// Flags of `clawdo serve`.
@@ -39,6 +67,9 @@ pub struct ServeArgs {
     /// Seconds allowed, after SIGTERM or Ctrl-C, for open calls to finish and the runtime to stop.
     #[arg(long, default_value_t = 10)]
     pub shutdown_deadline_secs: u64,
+    /// Commit durability: `process` (survives a process crash) or `power` (fsync every commit).
+    #[arg(long, default_value = "process")]
+    pub durability: Durability,
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -59,6 +90,7 @@ impl ServeArgs {
         server::Config {
             data_dir: self.data_dir.clone(),
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            durability: self.durability,
             shutdown_deadline: Duration::from_secs(self.shutdown_deadline_secs),
         }
     }
@@ -71,8 +103,10 @@ mod tests {
 
     fn serve_args(args: &[&str]) -> Result<ServeArgs, clap::Error> {
         let cli = Cli::try_parse_from(["clawdo", "serve"].iter().chain(args))?;
-        let Command::Serve(serve) = cli.command;
-        Ok(serve)
+        match cli.command {
+            Command::Serve(serve) => Ok(serve),
+            Command::DemoLoad(_) => unreachable!("parsed from a serve command line"),
+        }
     }
 
     #[test]
@@ -108,6 +142,7 @@ mod tests {
             server::Config {
                 data_dir: PathBuf::from("/tmp/x"),
                 idle_timeout: Duration::from_secs(5),
+                durability: Durability::Process,
                 shutdown_deadline: Duration::ZERO,
             }
         );

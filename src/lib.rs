@@ -10,8 +10,11 @@
 //!   shuts down in order. The binary and the integration tests both use it.
 //! - [`grpc`]: tonic services, one module per service, the generated protobuf types
 //!   ([`grpc::pb`]) and the single error → `Status` mapping ([`grpc::status`]).
+//! - [`demo_load`]: a bounded write load on demo counters that prints each acknowledged write;
+//!   the crash-recovery tests run it in a child process and SIGKILL it.
 //! - `src/main.rs`, `src/cli.rs` (binary only): `clawdo serve` flags, logging, OS signals.
 
+pub mod demo_load;
 pub mod grpc;
 pub mod runtime;
 pub mod server;

@@ -19,6 +19,19 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args).await,
+        Command::DemoLoad(args) => {
+            init_tracing(LogFormat::Text);
+            clawdo::demo_load::run(clawdo::demo_load::Options {
+                data_dir: args.data_dir,
+                durability: args.durability,
+                objects: args.objects,
+                writers: args.writers,
+                max_writes: args.max_writes,
+                alarm_at: args.alarm_at,
+            })
+            .await?;
+            Ok(())
+        }
     }
 }
 

@@ -17,6 +17,8 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use clawdo_actors::Durability;
+
 use crate::grpc;
 use crate::runtime::{self, Runtime};
 
@@ -27,6 +29,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Idle time after which an object hibernates. Default 30 s.
     pub idle_timeout: Duration,
+    /// How commits reach the disk. Default `process` (survives a process crash).
+    pub durability: Durability,
     /// Total time allowed, counted from the shutdown signal, for open gRPC calls to finish and
     /// then for the runtime to stop. Default 10 s.
     pub shutdown_deadline: Duration,
@@ -37,6 +41,7 @@ impl Default for Config {
         Self {
             data_dir: PathBuf::from("./clawdo-data"),
             idle_timeout: Duration::from_secs(30),
+            durability: Durability::Process,
             shutdown_deadline: Duration::from_secs(10),
         }
     }
@@ -114,6 +119,7 @@ pub async fn run(
     let runtime = Runtime::builder()
         .data_dir(config.data_dir.clone())
         .idle_timeout(config.idle_timeout)
+        .durability(config.durability)
         .build()
         .await
         .map_err(Error::StartRuntime)?;

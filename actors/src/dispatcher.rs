@@ -91,6 +91,10 @@ pub(crate) async fn run(
     for (key, at) in initial {
         schedule.set(key, Some(at));
     }
+    inner
+        .counters
+        .armed_alarms
+        .store(schedule.armed.len() as u64, Ordering::Relaxed);
     let concurrency = u32::try_from(inner.config.alarm_concurrency.get()).unwrap_or(u32::MAX);
     loop {
         let sleep = schedule.next_due().map(|at| clock.sleep_until(at));

@@ -18,6 +18,8 @@ const MIGRATIONS: &[Migration] = &[Migration {
 pub enum CounterRequest {
     /// Read the value (no write).
     Get,
+    /// Sum of the logged deltas: always equals the value (they commit together).
+    LogTotal,
     /// Add `delta` and log it, in one transaction.
     Add(i64),
     /// Set the alarm.
@@ -78,6 +80,14 @@ impl Counter {
     ) -> Result<CounterReply, HandlerError> {
         Ok(match request {
             CounterRequest::Get => CounterReply::Value(self.value),
+            CounterRequest::LogTotal => {
+                let total: i64 = ctx.store().conn()?.query_row(
+                    "SELECT COALESCE(SUM(delta), 0) FROM log",
+                    [],
+                    |r| r.get(0),
+                )?;
+                CounterReply::Value(total)
+            }
             CounterRequest::Add(delta) => {
                 let value = self.value.checked_add(delta).ok_or("counter overflow")?;
                 let now = ctx.now();
