@@ -93,6 +93,8 @@ pub(crate) struct Inner {
     idle: Notify,
     dispatcher: mpsc::UnboundedSender<DispatchMsg>,
     janitor_wake: Notify,
+    /// One janitor pass at a time, so `run_janitor` returns after any pass in progress too.
+    sweep_lock: tokio::sync::Mutex<()>,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -198,6 +200,7 @@ impl HostBuilder {
             idle: Notify::new(),
             dispatcher: dispatch_tx,
             janitor_wake: Notify::new(),
+            sweep_lock: tokio::sync::Mutex::new(()),
             stop,
             tasks: Mutex::new(Vec::new()),
         });
@@ -215,6 +218,10 @@ impl HostBuilder {
             alarms = initial.len(),
             "object host started"
         );
+        host.inner
+            .counters
+            .armed_alarms
+            .store(initial.len() as u64, Ordering::Relaxed);
         let dispatcher = tokio::spawn(dispatcher::run(host.clone(), dispatch_rx, initial));
         let janitor = tokio::spawn(janitor(host.clone()));
         host.inner.lock_tasks().extend([dispatcher, janitor]);
@@ -632,6 +639,7 @@ impl Host {
 
     /// One janitor pass; returns how many objects were hibernated.
     async fn sweep(&self) -> usize {
+        let _one_pass = self.inner.sweep_lock.lock().await;
         let config = &self.inner.config;
         let now = self.inner.clock.now();
         let idle_ms = i64::try_from(config.idle_timeout.as_millis()).unwrap_or(i64::MAX);

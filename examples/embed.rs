@@ -1,0 +1,162 @@
+//! Embedding clawdo in a host program, with an object class of the program's own.
+//!
+//! `Reminders` keeps notes in its own SQL table, a setting in the KV store, and uses its alarm to
+//! mark reminders due. Run with `cargo run --example embed`; it uses a temporary data directory
+//! and exits after the alarm fired.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clawdo::Runtime;
+use clawdo::actors::{AlarmInfo, Ctx, HandlerError, Migration, Object};
+use clawdo::storage::rusqlite::params;
+
+/// A per-user list of reminders.
+struct Reminders {
+    /// How many reminders fired so far (mirrored in KV so it survives hibernation).
+    fired: u64,
+}
+
+enum Request {
+    /// Remind `text` in `after`.
+    Add { text: String, after: Duration },
+    /// Reminders that fired, oldest first.
+    Fired,
+}
+
+enum Reply {
+    Added,
+    Fired(Vec<String>),
+    Failed(String),
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    name: "reminders",
+    sql: "CREATE TABLE reminders (
+              id    INTEGER PRIMARY KEY,
+              text  TEXT NOT NULL,
+              due   INTEGER NOT NULL,  -- Unix ms
+              fired INTEGER            -- Unix ms, NULL until fired
+          );",
+}];
+
+impl Reminders {
+    fn serve(&mut self, ctx: &mut Ctx, request: Request) -> Result<Reply, HandlerError> {
+        match request {
+            Request::Add { text, after } => {
+                let due = ctx.now() + i64::try_from(after.as_millis())?;
+                // The row and the alarm commit together: if one is there, so is the other.
+                ctx.transact(|tx| {
+                    tx.execute(
+                        "INSERT INTO reminders (text, due) VALUES (?1, ?2)",
+                        params![text, due],
+                    )?;
+                    let next: i64 = tx.query_row(
+                        "SELECT MIN(due) FROM reminders WHERE fired IS NULL",
+                        [],
+                        |r| r.get(0),
+                    )?;
+                    tx.set_alarm(next)
+                })?;
+                Ok(Reply::Added)
+            }
+            Request::Fired => {
+                let conn = ctx.store().conn()?;
+                let mut stmt = conn
+                    .prepare("SELECT text FROM reminders WHERE fired IS NOT NULL ORDER BY due")?;
+                let texts = stmt
+                    .query_map([], |r| r.get(0))?
+                    .collect::<Result<Vec<String>, _>>()?;
+                Ok(Reply::Fired(texts))
+            }
+        }
+    }
+}
+
+impl Object for Reminders {
+    const CLASS: &'static str = "reminders";
+    type Request = Request;
+    type Response = Reply;
+
+    fn migrations() -> &'static [Migration] {
+        MIGRATIONS
+    }
+
+    async fn activate(ctx: &mut Ctx) -> Result<Self, HandlerError> {
+        let fired = ctx.store().kv_get::<u64>("fired")?.unwrap_or(0);
+        Ok(Reminders { fired })
+    }
+
+    async fn handle(&mut self, ctx: &mut Ctx, request: Request) -> Reply {
+        self.serve(ctx, request)
+            .unwrap_or_else(|e| Reply::Failed(e.to_string()))
+    }
+
+    async fn alarm(&mut self, ctx: &mut Ctx, _alarm: AlarmInfo) -> Result<(), HandlerError> {
+        let now = ctx.now();
+        let fired = ctx.transact(|tx| {
+            let fired = tx.execute(
+                "UPDATE reminders SET fired = ?1 WHERE fired IS NULL AND due <= ?1",
+                [now],
+            )?;
+            let total = self.fired + fired as u64;
+            tx.kv_put("fired", &total)?;
+            let next: Option<i64> = tx.query_row(
+                "SELECT MIN(due) FROM reminders WHERE fired IS NULL",
+                [],
+                |r| r.get(0),
+            )?;
+            if let Some(next) = next {
+                tx.set_alarm(next)?;
+            }
+            Ok::<_, clawdo::storage::Error>(total)
+        })?;
+        self.fired = fired;
+        Ok(())
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let runtime = Runtime::builder()
+        .data_dir(dir.path())
+        .register::<Reminders>()
+        .build()
+        .await?;
+
+    let alice = runtime.host().get::<Reminders>("user:alice")?;
+    for (text, after_ms) in [("stretch", 300), ("drink water", 150)] {
+        match alice
+            .call(Request::Add {
+                text: text.into(),
+                after: Duration::from_millis(after_ms),
+            })
+            .await?
+        {
+            Reply::Added => println!("added {text:?} in {after_ms} ms"),
+            Reply::Failed(why) => anyhow::bail!("add failed: {why}"),
+            Reply::Fired(_) => anyhow::bail!("unexpected reply"),
+        }
+    }
+
+    // Wait (bounded) for both alarms to fire.
+    let fired = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(Reply::Fired(texts)) = alice.call(Request::Fired).await
+                && texts.len() == 2
+            {
+                return Ok::<_, clawdo::actors::Error>(texts);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .context("reminders did not fire within 10 s")??;
+    println!("fired in order: {fired:?}");
+    println!("stats: {:?}", runtime.stats());
+
+    runtime.shutdown(Duration::from_secs(5)).await?;
+    println!("shut down cleanly");
+    Ok(())
+}
