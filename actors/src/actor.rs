@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clawdo_storage::{ObjectKey, ObjectStore};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
+use tracing::Instrument as _;
 
 use crate::blocking::{may_sync, maybe_blocking};
 use crate::error::Error;
@@ -108,13 +109,19 @@ impl<C: Object> Actor for ObjectActor<C> {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             ObjectMsg::Call(request, reply) => {
-                let response = state.object.handle(&mut state.ctx, request).await;
+                let span = tracing::trace_span!("call", class = C::CLASS, id = %state.ctx.id);
+                let response = state
+                    .object
+                    .handle(&mut state.ctx, request)
+                    .instrument(span)
+                    .await;
                 after_work(state);
                 // The caller may have timed out and gone; that is not our failure.
                 let _ = reply.send(response);
             }
             ObjectMsg::Alarm(reply) => {
-                let outcome = run_alarm(state).await;
+                let span = tracing::debug_span!("alarm", class = C::CLASS, id = %state.ctx.id);
+                let outcome = run_alarm(state).instrument(span).await;
                 after_work(state);
                 let _ = reply.send(outcome);
             }
