@@ -177,7 +177,9 @@ async fn run_alarm<C: Object>(state: &mut ObjectState<C>) -> Result<(), Error> {
     let now = ctx.clock.now();
     let (due, retry_count) = ctx.store.due_timers(now)?;
     if due.is_empty() {
-        // The index (or the dispatcher's memory) was early. Re-arm at the truth; do nothing.
+        // The index (or the dispatcher's memory) was early. Re-sync both to the truth and
+        // run no handler.
+        ctx.store.resync_index()?;
         ctx.host.arm(ctx.store.key().clone(), ctx.store.armed());
         return Ok(());
     }
@@ -206,7 +208,7 @@ async fn run_alarm<C: Object>(state: &mut ObjectState<C>) -> Result<(), Error> {
             maybe_blocking(durability, || store.alarm_succeeded(&due))?;
         }
         Err(error) => {
-            let retry = retry_count + 1;
+            let retry = retry_count.saturating_add(1);
             let retry_at = (retry <= config.alarm_max_retries).then(|| {
                 let delay = config.retry_delay(retry);
                 now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2)
