@@ -27,6 +27,18 @@ pub enum Command {
     /// committed write (used by the crash-recovery tests, which SIGKILL this process).
     #[command(hide = true)]
     DemoLoad(DemoLoadArgs),
+    /// The process provider's default machine: answer HTTP health checks on
+    /// `127.0.0.1:<port>` until SIGTERM.
+    #[command(hide = true)]
+    MachineStub(MachineStubArgs),
+}
+
+/// Flags of the hidden `clawdo machine-stub`.
+#[derive(Debug, Args)]
+pub struct MachineStubArgs {
+    /// Loopback port to serve the health check on.
+    #[arg(long)]
+    pub port: u16,
 }
 
 /// Flags of the hidden `clawdo demo-load`.
@@ -105,7 +117,9 @@ mod tests {
         let cli = Cli::try_parse_from(["clawdo", "serve"].iter().chain(args))?;
         match cli.command {
             Command::Serve(serve) => Ok(serve),
-            Command::DemoLoad(_) => unreachable!("parsed from a serve command line"),
+            Command::DemoLoad(_) | Command::MachineStub(_) => {
+                unreachable!("parsed from a serve command line")
+            }
         }
     }
 
@@ -157,6 +171,23 @@ mod tests {
             &["--shutdown-deadline-secs", "-1"],
         ] {
             assert!(serve_args(bad).is_err(), "{bad:?} must be rejected");
+        }
+    }
+
+    #[test]
+    fn machine_stub_takes_a_port() {
+        let cli =
+            Cli::try_parse_from(["clawdo", "machine-stub", "--port", "8080"]).expect("valid flags");
+        assert!(matches!(
+            cli.command,
+            Command::MachineStub(MachineStubArgs { port: 8080 })
+        ));
+        for bad in [&["--port", "70000"][..], &[]] {
+            let args = ["clawdo", "machine-stub"].iter().chain(bad);
+            assert!(
+                Cli::try_parse_from(args).is_err(),
+                "{bad:?} must be rejected"
+            );
         }
     }
 

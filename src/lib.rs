@@ -5,17 +5,22 @@
 //!
 //! # Layout
 //! - [`runtime`]: the [`Runtime`] builder and handle embedders use.
+//! - [`instances`]: claw instance operations as an admin or an owner ([`instances::Instances`]).
 //! - [`server`]: the listen-address policy and [`server::run`], which builds the runtime,
 //!   serves gRPC on an injected listener until an injected shutdown future completes, then
 //!   shuts down in order. The binary and the integration tests both use it.
 //! - [`grpc`]: tonic services, one module per service, the generated protobuf types
 //!   ([`grpc::pb`]) and the single error → `Status` mapping ([`grpc::status`]).
+//! - [`machine_stub`]: the `clawdo machine-stub` health-check server, the process provider's
+//!   default machine ([`machine_stub::default_process_command`]).
 //! - [`demo_load`]: a bounded write load on demo counters that prints each acknowledged write;
 //!   the crash-recovery tests run it in a child process and SIGKILL it.
 //! - `src/main.rs`, `src/cli.rs` (binary only): `clawdo serve` flags, logging, OS signals.
 
 pub mod demo_load;
 pub mod grpc;
+pub mod instances;
+pub mod machine_stub;
 pub mod runtime;
 pub mod server;
 

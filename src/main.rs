@@ -12,7 +12,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
 
-use crate::cli::{Cli, Command, LogFormat, ServeArgs};
+use crate::cli::{Cli, Command, LogFormat, MachineStubArgs, ServeArgs};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -32,7 +32,20 @@ async fn main() -> anyhow::Result<()> {
             .await?;
             Ok(())
         }
+        Command::MachineStub(args) => machine_stub(args).await,
     }
+}
+
+/// `clawdo machine-stub`: serve the health check until SIGTERM (or Ctrl-C), then exit 0.
+async fn machine_stub(args: MachineStubArgs) -> anyhow::Result<()> {
+    init_tracing(LogFormat::Text);
+    let listener = clawdo::machine_stub::bind(args.port)
+        .await
+        .with_context(|| format!("could not bind 127.0.0.1:{}", args.port))?;
+    let terminate =
+        signal(SignalKind::terminate()).context("could not install the SIGTERM handler")?;
+    clawdo::machine_stub::run(listener, shutdown_signal(terminate)).await?;
+    Ok(())
 }
 
 /// `clawdo serve`: refuse a non-loopback address before binding, then serve until a signal.

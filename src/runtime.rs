@@ -11,7 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clawdo_actors::demo::Counter;
+use clawdo_actors::instance::{EventHub, Instance, InstanceConfig, InstanceServices};
+use clawdo_actors::provider::sim::{SimConfig, SimProvider};
+use clawdo_actors::provider::{LimiterConfig, MachineProvider, Provider};
+use clawdo_actors::registry::Registry;
 use clawdo_actors::{Clock, Durability, Host, HostBuilder, HostConfig, Object};
+
+use crate::instances::Instances;
 
 pub use clawdo_actors::LatencySummary;
 
@@ -21,6 +27,14 @@ pub enum Error {
     /// The object runtime failed to start or stop.
     #[error("object runtime")]
     Host(#[from] clawdo_actors::Error),
+    /// The machine provider could not be opened.
+    #[error("opening the {provider} provider: {reason}")]
+    Provider {
+        /// Which provider.
+        provider: &'static str,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A point-in-time view of the runtime's counters.
@@ -44,6 +58,10 @@ pub struct RuntimeBuilder {
     config: HostConfig,
     clock: Option<Arc<dyn Clock>>,
     host: HostBuilderSlot,
+    provider: Option<Arc<dyn MachineProvider>>,
+    sim: SimConfig,
+    limits: LimiterConfig,
+    instances: InstanceConfig,
 }
 
 /// Class registrations are applied to the host builder as they come.
@@ -65,6 +83,10 @@ impl Default for RuntimeBuilder {
             config: HostConfig::default(),
             clock: None,
             host: HostBuilderSlot(None),
+            provider: None,
+            sim: SimConfig::default(),
+            limits: LimiterConfig::default(),
+            instances: InstanceConfig::default(),
         }
     }
 }
@@ -106,6 +128,31 @@ impl RuntimeBuilder {
         self
     }
 
+    /// The machine provider (default: the `sim` provider, persisted in
+    /// `<data_dir>/providers/sim.db`).
+    pub fn provider(mut self, provider: Arc<dyn MachineProvider>) -> Self {
+        self.provider = Some(provider);
+        self
+    }
+
+    /// Settings of the default `sim` provider (latency, failure and hang rates).
+    pub fn sim_config(mut self, sim: SimConfig) -> Self {
+        self.sim = sim;
+        self
+    }
+
+    /// Limits of the provider's limiter (max in flight, rate).
+    pub fn provider_limits(mut self, limits: LimiterConfig) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Settings of the instance class (reconcile periods, operation lease, default image).
+    pub fn instance_config(mut self, config: InstanceConfig) -> Self {
+        self.instances = config;
+        self
+    }
+
     /// Register an object class of the embedder's own.
     pub fn register<C: Object>(mut self) -> Self {
         let previous = self.host.0.take();
@@ -121,9 +168,33 @@ impl RuntimeBuilder {
 
     /// Open the data directory and start the runtime.
     pub async fn build(self) -> Result<Runtime, Error> {
+        let (provider, sim): (Arc<dyn MachineProvider>, _) = match self.provider {
+            Some(provider) => (provider, None),
+            None => {
+                let dir = self.data_dir.join("providers");
+                let open = || -> Result<SimProvider, String> {
+                    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+                    SimProvider::open(dir.join("sim.db"), self.sim.clone())
+                        .map_err(|e| e.to_string())
+                };
+                let sim = Arc::new(open().map_err(|reason| Error::Provider {
+                    provider: "sim",
+                    reason,
+                })?);
+                (Arc::clone(&sim) as Arc<dyn MachineProvider>, Some(sim))
+            }
+        };
+        let services = Arc::new(InstanceServices {
+            provider: Provider::new(provider, self.limits),
+            hub: EventHub::default(),
+            config: self.instances,
+        });
         let mut builder = HostBuilder::new(self.data_dir)
             .config(self.config)
-            .register::<Counter>();
+            .service(Arc::clone(&services))
+            .register::<Counter>()
+            .register::<Instance>()
+            .register::<Registry>();
         if let Some(clock) = self.clock {
             builder = builder.clock(clock);
         }
@@ -132,6 +203,8 @@ impl RuntimeBuilder {
         }
         Ok(Runtime {
             host: builder.start().await?,
+            services,
+            sim,
         })
     }
 }
@@ -140,6 +213,8 @@ impl RuntimeBuilder {
 #[derive(Debug, Clone)]
 pub struct Runtime {
     host: Host,
+    services: Arc<InstanceServices>,
+    sim: Option<Arc<SimProvider>>,
 }
 
 impl Runtime {
@@ -151,6 +226,21 @@ impl Runtime {
     /// The object host: `runtime.host().get::<Class>(id)?.call(request).await`.
     pub fn host(&self) -> &Host {
         &self.host
+    }
+
+    /// Claw instance operations.
+    pub fn instances(&self) -> Instances {
+        Instances::new(self.host.clone())
+    }
+
+    /// The machine provider with its limiter.
+    pub fn provider(&self) -> &Provider {
+        &self.services.provider
+    }
+
+    /// The `sim` provider, when it is the one in use (chaos calls, recorded peaks).
+    pub fn sim(&self) -> Option<&Arc<SimProvider>> {
+        self.sim.as_ref()
     }
 
     /// Current counters.

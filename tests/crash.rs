@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clawdo::Runtime;
+use clawdo::actors::ManualClock;
 use clawdo::actors::demo::{Counter, CounterReply, CounterRequest};
-use clawdo::actors::{Durability, ManualClock};
 
 /// Far in the future, so the child never fires it; the checker's manual clock passes it.
 const ALARM_AT: i64 = 4_000_000_000_000;

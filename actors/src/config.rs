@@ -67,3 +67,20 @@ mod tests {
         assert_eq!(config.retry_delay(200), Duration::from_secs(86_400));
     }
 }
+
+/// Serde for a [`Duration`] as whole seconds (config files say `op-lease = 600`).
+pub mod serde_secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serialize as seconds.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    /// Deserialize from seconds.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
+    }
+}

@@ -14,6 +14,7 @@
 //! used idle objects while more than `resident_cap` are resident, and asks the least recently
 //! used idle residents to close their files while more than `max_open_files` are open.
 
+use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::num::NonZeroUsize;
@@ -97,6 +98,12 @@ pub(crate) struct Inner {
     sweep_lock: tokio::sync::Mutex<()>,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Shared read-only dependencies of classes (providers, configuration), by type.
+    services: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+    /// Random per start: work tagged with another epoch was interrupted by a restart.
+    epoch: u64,
+    /// Background tasks started by objects ([`Host::spawn`]), aborted at shutdown.
+    background: Mutex<(u64, HashMap<u64, tokio::task::AbortHandle>)>,
 }
 
 /// The object host. Cheap to clone; all clones share one runtime.
@@ -119,6 +126,7 @@ pub struct HostBuilder {
     config: HostConfig,
     clock: Arc<dyn Clock>,
     classes: Vec<(&'static str, Arc<dyn ClassDriver>)>,
+    services: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
 }
 
 impl std::fmt::Debug for HostBuilder {
@@ -138,7 +146,14 @@ impl HostBuilder {
             config: HostConfig::default(),
             clock: Arc::new(SystemClock),
             classes: Vec::new(),
+            services: HashMap::new(),
         }
+    }
+
+    /// Make `service` available to every object through [`Host::service`] (one per type).
+    pub fn service<T: Send + Sync + 'static>(mut self, service: Arc<T>) -> Self {
+        self.services.insert(TypeId::of::<T>(), service);
+        self
     }
 
     /// Replace the configuration.
@@ -203,6 +218,9 @@ impl HostBuilder {
             sweep_lock: tokio::sync::Mutex::new(()),
             stop,
             tasks: Mutex::new(Vec::new()),
+            services: self.services,
+            epoch: rand::random(),
+            background: Mutex::new((0, HashMap::new())),
         });
         let host = Host { inner };
         let mut initial = Vec::with_capacity(alarms.len());
@@ -300,6 +318,49 @@ impl Host {
             .collect())
     }
 
+    /// The service of type `T` given to the builder, if any.
+    pub fn service<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        let any = Arc::clone(self.inner.services.get(&TypeId::of::<T>())?);
+        any.downcast::<T>().ok()
+    }
+
+    /// Run `task` in the background on behalf of an object (e.g. a provider call whose
+    /// outcome comes back as a message). It outlives the object's hibernation but not the
+    /// host: shutdown aborts whatever is still running.
+    pub fn spawn(
+        &self,
+        task: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> tokio::task::AbortHandle {
+        let inner = Arc::clone(&self.inner);
+        let mut background = self
+            .inner
+            .background
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        background.0 += 1;
+        let id = background.0;
+        // The lock is held until the handle is recorded, so the task's own removal (below)
+        // cannot run first and leave a stale entry.
+        let handle = tokio::spawn(async move {
+            task.await;
+            inner
+                .background
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .1
+                .remove(&id);
+        })
+        .abort_handle();
+        background.1.insert(id, handle.clone());
+        handle
+    }
+
+    /// This start's epoch (random): persisted work tagged with another epoch belonged to a
+    /// previous process and was interrupted.
+    pub fn epoch(&self) -> u64 {
+        self.inner.epoch
+    }
+
     /// Current counters.
     pub fn stats(&self) -> HostStats {
         self.inner.counters.snapshot()
@@ -377,8 +438,24 @@ impl Host {
         for task in tasks {
             let _ = task.await;
         }
+        let background: Vec<_> = self
+            .inner
+            .background
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .1
+            .drain()
+            .map(|(_, handle)| handle)
+            .collect();
+        if !background.is_empty() {
+            tracing::info!(tasks = background.len(), "aborting background tasks");
+        }
+        for handle in background {
+            handle.abort();
+        }
         let indexes = Arc::clone(&self.inner.indexes);
         tokio::task::spawn_blocking(move || indexes.close()).await?;
+        self.inner.dir.unlock();
         tracing::info!(objects = stopped, "object host stopped");
         Ok(())
     }

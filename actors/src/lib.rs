@@ -13,6 +13,10 @@
 //! - [`clock`]: [`Clock`], [`SystemClock`], [`ManualClock`].
 //! - [`id`]: validated [`ObjectId`]s.
 //! - [`config`]: [`HostConfig`] and its defaults.
+//! - [`provider`]: the [`provider::MachineProvider`] contract, its limiter (interactive calls
+//!   first) and the `sim` and `process` providers.
+//! - [`instance`]: the `instance` class: one claw instance and its machine's lifecycle.
+//! - [`registry`]: the `registry` class: one per owner, the owner's instance routes.
 //! - [`demo`]: a small counter class used by tests, benches and the embedding example.
 //! - [`error`]: this layer's [`Error`].
 
@@ -25,7 +29,10 @@ mod dispatcher;
 pub mod error;
 pub mod host;
 pub mod id;
+pub mod instance;
 pub mod object;
+pub mod provider;
+pub mod registry;
 mod stats;
 
 pub use clawdo_storage::{Durability, Migration, Tx, UnixMillis};

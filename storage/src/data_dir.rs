@@ -53,8 +53,8 @@ impl std::str::FromStr for Durability {
 pub struct DataDir {
     root: PathBuf,
     durability: Durability,
-    /// Holds the advisory lock on `<root>/LOCK`; released when dropped.
-    _lock: File,
+    /// Holds the advisory lock on `<root>/LOCK`; released by [`DataDir::unlock`] or on drop.
+    lock: std::sync::Mutex<Option<File>>,
 }
 
 impl DataDir {
@@ -92,8 +92,19 @@ impl DataDir {
         Ok(DataDir {
             root,
             durability,
-            _lock: lock,
+            lock: std::sync::Mutex::new(Some(lock)),
         })
+    }
+
+    /// Release the directory lock now (at the end of a shutdown), so another runtime in the
+    /// same process may open the directory although this value is still referenced.
+    pub fn unlock(&self) {
+        let lock = self
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        drop(lock);
     }
 
     /// The directory's root.

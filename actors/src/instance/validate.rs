@@ -1,0 +1,100 @@
+//! Validation of instance inputs; every public entry point runs these before writing.
+
+use super::model::InstanceError;
+
+/// An owner key is `user:<id>` or `org:<id>`, the id 1–64 characters of `[A-Za-z0-9._-]`.
+pub fn owner(key: &str) -> Result<(), InstanceError> {
+    let id = key
+        .strip_prefix("user:")
+        .or_else(|| key.strip_prefix("org:"));
+    let ok = id.is_some_and(|id| {
+        (1..=64).contains(&id.len())
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(InstanceError::InvalidArgument {
+            field: "owner",
+            reason: format!(
+                "{key:?} is not user:<id> or org:<id> with 1-64 characters of A-Z a-z 0-9 . _ -"
+            ),
+        })
+    }
+}
+
+/// An image tag is 1–128 printable characters of `[A-Za-z0-9._:/@+-]`.
+pub fn image_tag(tag: &str) -> Result<(), InstanceError> {
+    let ok = (1..=128).contains(&tag.len())
+        && tag.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'/' | b'@' | b'+' | b'-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(InstanceError::InvalidArgument {
+            field: "image_tag",
+            reason: format!("{tag:?} is not 1-128 characters of A-Z a-z 0-9 . _ : / @ + -"),
+        })
+    }
+}
+
+/// An instance id follows the object id rules (1–128 of `[A-Za-z0-9._:-]`).
+pub fn instance_id(id: &str) -> Result<(), InstanceError> {
+    crate::ObjectId::parse(id)
+        .map(|_| ())
+        .map_err(|e| InstanceError::InvalidArgument {
+            field: "instance_id",
+            reason: e.to_string(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners() {
+        for good in [
+            "user:42",
+            "org:acme",
+            "org:a.b_c-d",
+            &format!("user:{}", "x".repeat(64)),
+        ] {
+            assert_eq!(owner(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "user:",
+            "42",
+            "team:x",
+            "user:a b",
+            "user:a/b",
+            &format!("org:{}", "x".repeat(65)),
+        ] {
+            assert!(
+                matches!(
+                    owner(bad),
+                    Err(InstanceError::InvalidArgument { field: "owner", .. })
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn image_tags() {
+        for good in [
+            "claw:1.2.3",
+            "registry.example/claw@sha256-ab",
+            "v2+build.7",
+        ] {
+            assert_eq!(image_tag(good), Ok(()), "{good}");
+        }
+        for bad in ["", " ", "a b", "tag\n", &"x".repeat(129)] {
+            assert!(image_tag(bad).is_err(), "{bad:?}");
+        }
+    }
+}
