@@ -723,8 +723,19 @@ impl Host {
         let counters = &self.inner.counters;
         let resident = counters.resident.load(Ordering::Relaxed) as usize;
         let open = counters.open_files.load(Ordering::Relaxed) as usize;
-        let over_cap = resident.saturating_sub(config.resident_cap.get());
-        let over_files = open.saturating_sub(config.max_open_files.get());
+        // Past a budget, go down to its low watermark (90 %), so that a steady stream of new
+        // activations costs one pass per tenth of the budget rather than one per activation.
+        let low = |budget: usize| budget - budget / 10;
+        let over_cap = if resident > config.resident_cap.get() {
+            resident - low(config.resident_cap.get())
+        } else {
+            0
+        };
+        let over_files = if open > config.max_open_files.get() {
+            open - low(config.max_open_files.get())
+        } else {
+            0
+        };
         let mut idle = Vec::new();
         let mut busy_recently = Vec::new();
         for shard in ShardId::all() {

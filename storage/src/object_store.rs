@@ -13,6 +13,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -60,6 +61,10 @@ pub struct AlarmChange {
 
 /// Commits after which [`ObjectStore::checkpoint_due`] asks for a WAL checkpoint.
 const CHECKPOINT_EVERY: u32 = 512;
+
+/// A WAL found larger than this when a file is opened is checkpointed soon (files are closed
+/// without a checkpoint, and the commit count does not survive hibernation).
+const WAL_CHECKPOINT_BYTES: u64 = 1 << 20;
 
 /// One object's open database.
 pub struct ObjectStore {
@@ -146,6 +151,8 @@ impl ObjectStore {
             pending_change: Some(AlarmChange { armed }),
             commits_since_checkpoint: 0,
         };
+        let mut store = store;
+        store.note_wal_size();
         Ok((
             store,
             Opened {
@@ -341,25 +348,35 @@ impl ObjectStore {
     pub fn checkpoint(&mut self) -> Result<(), Error> {
         if let Some(conn) = &self.conn {
             conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            self.commits_since_checkpoint = 0;
         }
-        self.commits_since_checkpoint = 0;
         Ok(())
     }
 
-    /// Close the file (checkpointing it); the next use reopens it. May fsync.
+    /// Close the file (without a checkpoint: the WAL stays and is replayed at the next open);
+    /// the next use reopens it.
     pub fn close_file(&mut self) -> Result<(), Error> {
         if let Some(conn) = self.conn.take() {
             conn.close().map_err(|(_, e)| Error::Sqlite(e))?;
         }
-        self.commits_since_checkpoint = 0;
         Ok(())
     }
 
     fn ensure_open(&mut self) -> Result<(), Error> {
         if self.conn.is_none() {
             self.conn = Some(open_object_file(&self.path, self.durability)?);
+            self.note_wal_size();
         }
         Ok(())
+    }
+
+    /// Ask for a checkpoint if the WAL left by earlier closes has grown large.
+    fn note_wal_size(&mut self) {
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        if std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_CHECKPOINT_BYTES) {
+            self.commits_since_checkpoint = CHECKPOINT_EVERY;
+        }
     }
 }
 
@@ -538,6 +555,10 @@ fn open_object_file(path: &std::path::Path, durability: Durability) -> Result<Co
     let conn = open_sqlite(path, durability)?;
     // The runtime checkpoints when it can do so off the hot path (see `checkpoint_due`).
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    // Closing must stay cheap: files are closed to stay within the open-file budget and
+    // reopened on the next use, and a checkpoint at close would fsync every time. The WAL is
+    // left in place (it is replayed at the next open) and checkpointed by `checkpoint`.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
     Ok(conn)
 }
 
@@ -1693,7 +1714,7 @@ mod tests {
 
         store.close_file()?;
         assert!(!store.is_open());
-        assert!(!wal.exists(), "closing checkpoints the WAL away");
+        assert!(wal.exists(), "closing leaves the WAL (no fsync at close)");
         assert_eq!(store.armed(), Some(5_000), "armed survives closing");
         assert_eq!(store.kv_get::<Item>("k")?, Some(item(1)), "a read reopens");
         assert!(store.is_open());
@@ -1759,16 +1780,23 @@ mod tests {
         assert_eq!(wal_len, 0, "TRUNCATE checkpoint empties the WAL");
         assert_eq!(store.kv_get::<u64>("n")?, Some(511));
 
-        // Closing the file checkpoints as well.
+        // Closing the file does not checkpoint, and the pending checkpoint is not forgotten.
         for n in 0..600u64 {
             store.transact(|tx| tx.kv_put("n", &n))?;
         }
         assert!(store.checkpoint_due());
         store.close_file()?;
-        assert!(!store.checkpoint_due());
+        assert!(store.checkpoint_due(), "still due after a close");
         store.checkpoint()?; // on a closed file: nothing to do
         assert!(!store.is_open());
-        assert_eq!(store.kv_get::<u64>("n")?, Some(599));
+        assert!(store.checkpoint_due(), "a closed file was not checkpointed");
+        assert_eq!(
+            store.kv_get::<u64>("n")?,
+            Some(599),
+            "the WAL is replayed on reopen"
+        );
+        store.checkpoint()?;
+        assert!(!store.checkpoint_due());
         Ok(())
     }
 
@@ -1784,11 +1812,14 @@ mod tests {
         {
             let mut a = env.open_quiet("a")?;
             a.transact(|tx| tx.kv_put("who", "a"))?;
-            let b = env.open_quiet("b")?;
+            a.checkpoint()?;
+            let mut b = env.open_quiet("b")?;
+            b.checkpoint()?;
             drop((a, b));
         }
         for p in [&a_path, &b_path] {
-            assert!(!wal_path(p).exists(), "closed stores leave no WAL");
+            let len = std::fs::metadata(wal_path(p)).map(|m| m.len()).unwrap_or(0);
+            assert_eq!(len, 0, "checkpointed stores leave an empty WAL");
         }
         std::fs::copy(&a_path, &b_path).map_err(|e| Error::io("copy", &b_path, e))?;
         match env.open("b") {
@@ -1860,6 +1891,41 @@ mod tests {
             !env.indexes.contains_object(&key("cat-3"))?,
             "class matters"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn closing_keeps_the_wal_and_a_large_one_is_checkpointed_after_reopening() -> Result<(), Error>
+    {
+        let env = env()?;
+        let (dir, indexes) = (&env.dir, &env.indexes);
+        let key = key("wal");
+        let (mut store, _) = open_in(dir, indexes, "wal", MIGRATIONS)?;
+        let blob = vec![7u8; 4_000];
+        for i in 0..300 {
+            store.transact(|tx| tx.kv_put(&format!("k{i:03}"), &blob))?;
+        }
+        store.close_file()?;
+        let wal = {
+            let mut p = dir.object_path(&key).into_os_string();
+            p.push("-wal");
+            std::path::PathBuf::from(p)
+        };
+        let wal_len = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        assert!(
+            wal_len(&wal) > WAL_CHECKPOINT_BYTES,
+            "closing did not checkpoint"
+        );
+        drop(store);
+        let (mut store, _) = open_in(dir, indexes, "wal", MIGRATIONS)?;
+        assert_eq!(store.kv_get::<Vec<u8>>("k299")?, Some(blob));
+        assert!(
+            store.checkpoint_due(),
+            "a large WAL found at open asks for a checkpoint"
+        );
+        store.checkpoint()?;
+        assert_eq!(wal_len(&wal), 0);
+        assert!(!store.checkpoint_due());
         Ok(())
     }
 }
