@@ -3,7 +3,7 @@
 //! ```text
 //! <root>/LAYOUT                          "clawdo-data 1": refuse anything else
 //! <root>/LOCK                            held (flock) by the one process using the directory
-//! <root>/shards/<xx>/index.db            catalog + alarm index of shard xx (ShardIndexes)
+//! <root>/shards/<xx>/index.db            catalog + alarm index of shard xx (created on first use)
 //! <root>/shards/<xx>/<class>/<hash>.db   one object's database (ObjectStore)
 //! ```
 

@@ -79,18 +79,56 @@ enum Op {
 }
 
 struct Shared {
-    shards: Vec<Mutex<Connection>>,
+    /// One slot per shard; `None` until the shard's file exists (created on first write).
+    shards: Vec<Mutex<Option<Connection>>>,
+    /// Where the files live and how they sync.
+    paths: Vec<std::path::PathBuf>,
+    durability: crate::Durability,
     /// Next generation number; larger means written later.
     generation: AtomicU64,
 }
 
 impl Shared {
-    fn shard(&self, shard: ShardId) -> MutexGuard<'_, Connection> {
+    fn lock(&self, shard: ShardId) -> MutexGuard<'_, Option<Connection>> {
         // A panic while holding the lock cannot leave a half-applied SQLite transaction behind
         // (rusqlite rolls back on drop), so a poisoned lock is still safe to use.
         self.shards[shard.0 as usize]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Run `f` on the shard's connection, creating the file first if needed.
+    fn write<T>(
+        &self,
+        shard: ShardId,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, Error> {
+        let mut slot = self.lock(shard);
+        if slot.is_none() {
+            let path = &self.paths[shard.0 as usize];
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+            }
+            let conn = open_sqlite(path, self.durability)?;
+            conn.execute_batch(INDEX_SCHEMA)?;
+            *slot = Some(conn);
+        }
+        match slot.as_mut() {
+            Some(conn) => Ok(f(conn)?),
+            None => Err(Error::IndexWriterStopped),
+        }
+    }
+
+    /// Run `f` on the shard's connection; a shard without a file reads as empty (`None`).
+    fn read<T>(
+        &self,
+        shard: ShardId,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<Option<T>, Error> {
+        match self.lock(shard).as_ref() {
+            Some(conn) => Ok(Some(f(conn)?)),
+            None => Ok(None),
+        }
     }
 
     fn next_generation(&self) -> u64 {
@@ -115,19 +153,28 @@ impl ShardIndexes {
     /// Open (creating if needed) every shard's index file and start the writer thread.
     pub fn open(dir: &DataDir) -> Result<ShardIndexes, Error> {
         let mut shards = Vec::with_capacity(crate::shard::SHARD_COUNT);
+        let mut paths = Vec::with_capacity(crate::shard::SHARD_COUNT);
         let mut max_generation = 0u64;
         for shard in ShardId::all() {
-            let shard_dir = dir.shard_dir(shard);
-            std::fs::create_dir_all(&shard_dir).map_err(|e| Error::io("create", &shard_dir, e))?;
-            let conn = open_sqlite(&dir.index_path(shard), dir.durability())?;
-            conn.execute_batch(INDEX_SCHEMA)?;
-            let top: Option<i64> =
-                conn.query_row("SELECT MAX(gen) FROM alarms", [], |r| r.get(0))?;
-            max_generation = max_generation.max(u64::try_from(top.unwrap_or(0)).unwrap_or(0));
+            let path = dir.index_path(shard);
+            // Only shards that were ever written have a file; the rest are created on demand.
+            let conn = if path.exists() {
+                let conn = open_sqlite(&path, dir.durability())?;
+                conn.execute_batch(INDEX_SCHEMA)?;
+                let top: Option<i64> =
+                    conn.query_row("SELECT MAX(gen) FROM alarms", [], |r| r.get(0))?;
+                max_generation = max_generation.max(u64::try_from(top.unwrap_or(0)).unwrap_or(0));
+                Some(conn)
+            } else {
+                None
+            };
             shards.push(Mutex::new(conn));
+            paths.push(path);
         }
         let shared = Arc::new(Shared {
             shards,
+            paths,
+            durability: dir.durability(),
             generation: AtomicU64::new(max_generation + 1),
         });
         let (tx, rx) = mpsc::channel();
@@ -145,20 +192,27 @@ impl ShardIndexes {
 
     /// Record that `key` exists (idempotent). Called before the object's file is created.
     pub fn register_object(&self, key: &ObjectKey) -> Result<(), Error> {
-        self.shared.shard(key.shard).execute(
-            "INSERT INTO objects (class, id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-            params![key.class, key.id],
-        )?;
+        self.shared.write(key.shard, |conn| {
+            conn.execute(
+                "INSERT INTO objects (class, id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                params![key.class, key.id],
+            )
+        })?;
         Ok(())
     }
 
     /// Whether `key` was ever created.
     pub fn contains_object(&self, key: &ObjectKey) -> Result<bool, Error> {
-        Ok(self.shared.shard(key.shard).query_row(
-            "SELECT EXISTS (SELECT 1 FROM objects WHERE class = ?1 AND id = ?2)",
-            params![key.class, key.id],
-            |r| r.get(0),
-        )?)
+        Ok(self
+            .shared
+            .read(key.shard, |conn| {
+                conn.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM objects WHERE class = ?1 AND id = ?2)",
+                    params![key.class, key.id],
+                    |r| r.get(0),
+                )
+            })?
+            .unwrap_or(false))
     }
 
     /// Up to `limit` ids of `class` in ascending order, strictly after `after` (paging cursor).
@@ -171,16 +225,16 @@ impl ShardIndexes {
         let limit_sql = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut merged = Vec::new();
         for shard in ShardId::all() {
-            let conn = self.shared.shard(shard);
-            let mut stmt = conn.prepare_cached(
-                "SELECT id FROM objects WHERE class = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
-            )?;
-            let rows = stmt.query_map(params![class, after.unwrap_or(""), limit_sql], |r| {
-                r.get::<_, String>(0)
+            let page = self.shared.read(shard, |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT id FROM objects WHERE class = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+                )?;
+                let rows = stmt.query_map(params![class, after.unwrap_or(""), limit_sql], |r| {
+                    r.get::<_, String>(0)
+                })?;
+                rows.collect::<rusqlite::Result<Vec<String>>>()
             })?;
-            for row in rows {
-                merged.push(row?);
-            }
+            merged.extend(page.unwrap_or_default());
         }
         merged.sort_unstable();
         merged.truncate(limit);
@@ -191,18 +245,18 @@ impl ShardIndexes {
     pub fn load_alarms(&self) -> Result<Vec<IndexedAlarm>, Error> {
         let mut all = Vec::new();
         for shard in ShardId::all() {
-            let conn = self.shared.shard(shard);
-            let mut stmt = conn.prepare("SELECT class, id, at FROM alarms")?;
-            let rows = stmt.query_map([], |r| {
-                Ok(IndexedAlarm {
-                    class: r.get(0)?,
-                    id: r.get(1)?,
-                    at: r.get(2)?,
-                })
+            let alarms = self.shared.read(shard, |conn| {
+                let mut stmt = conn.prepare("SELECT class, id, at FROM alarms")?;
+                let rows = stmt.query_map([], |r| {
+                    Ok(IndexedAlarm {
+                        class: r.get(0)?,
+                        id: r.get(1)?,
+                        at: r.get(2)?,
+                    })
+                })?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
             })?;
-            for row in rows {
-                all.push(row?);
-            }
+            all.extend(alarms.unwrap_or_default());
         }
         Ok(all)
     }
@@ -211,22 +265,26 @@ impl ShardIndexes {
     pub fn lookup(&self, key: &ObjectKey) -> Result<Option<UnixMillis>, Error> {
         Ok(self
             .shared
-            .shard(key.shard)
-            .query_row(
-                "SELECT at FROM alarms WHERE class = ?1 AND id = ?2",
-                params![key.class, key.id],
-                |r| r.get(0),
-            )
-            .optional()?)
+            .read(key.shard, |conn| {
+                conn.query_row(
+                    "SELECT at FROM alarms WHERE class = ?1 AND id = ?2",
+                    params![key.class, key.id],
+                    |r| r.get(0),
+                )
+                .optional()
+            })?
+            .flatten())
     }
 
     /// Write `at` for `key` now, durably, superseding every earlier or queued write.
     pub fn write_now(&self, key: &ObjectKey, at: UnixMillis) -> Result<(), Error> {
         let generation = self.shared.next_generation();
-        self.shared.shard(key.shard).execute(
-            UPSERT_ALARM,
-            params![key.class, key.id, at, generation as i64],
-        )?;
+        self.shared.write(key.shard, |conn| {
+            conn.execute(
+                UPSERT_ALARM,
+                params![key.class, key.id, at, generation as i64],
+            )
+        })?;
         Ok(())
     }
 
@@ -317,8 +375,7 @@ fn writer_loop(shared: &Shared, rx: &Receiver<Op>) {
             }
         }
         for (shard, ops) in by_shard {
-            let mut conn = shared.shard(shard);
-            if let Err(error) = apply(&mut conn, &ops) {
+            if let Err(error) = shared.write(shard, |conn| apply(conn, &ops)) {
                 // Leaving a queued raise or delete unapplied only leaves the index early,
                 // which is allowed: the next fire re-syncs it.
                 tracing::error!(shard = shard.0, %error, "alarm index group commit failed");
