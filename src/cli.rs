@@ -1,13 +1,17 @@
-//! Command-line flags of the `clawdo` binary (clap derive) and their translation into the
-//! library's [`server::Config`].
+//! Command-line flags of the `clawdo` binary (clap derive): `clawdo serve` flags and how they
+//! override the loaded [`Config`], and the `clawdo instance …` commands, which call a server
+//! through [`clawdo::client`] and print text or JSON.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use clawdo::actors::Durability;
-use clawdo::server;
+use clawdo::client::{self, InstanceClient, WatchItem};
+use clawdo::config::{self, Config};
+use clawdo::grpc::pb;
 
 /// clawdo: a Durable-Object-style runtime hosting a fleet of claw instances.
 #[derive(Debug, Parser)]
@@ -23,6 +27,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the clawdo server: the object runtime behind the gRPC API.
     Serve(ServeArgs),
+    /// Manage claw instances on a running server.
+    Instance(InstanceArgs),
     /// Test support: write to demo counters as fast as possible and print one `ack` line per
     /// committed write (used by the crash-recovery tests, which SIGKILL this process).
     #[command(hide = true)]
@@ -64,24 +70,34 @@ pub struct DemoLoadArgs {
     pub alarm_at: Option<i64>,
 }
 
-/// Flags of `clawdo serve`.
+/// Flags of `clawdo serve`. Each flag given overrides the config file and the `CLAWDO_*`
+/// environment; defaults come from [`Config`].
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Directory holding every object file.
-    #[arg(long, default_value = "./clawdo-data")]
-    pub data_dir: PathBuf,
-    /// Address the gRPC server listens on. Must be loopback until authentication exists.
-    #[arg(long, default_value = "127.0.0.1:50051")]
-    pub listen: SocketAddr,
-    /// Seconds an object may sit idle before it hibernates.
-    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
-    pub idle_timeout_secs: u64,
-    /// Seconds allowed, after SIGTERM or Ctrl-C, for open calls to finish and the runtime to stop.
-    #[arg(long, default_value_t = 10)]
-    pub shutdown_deadline_secs: u64,
-    /// Commit durability: `process` (survives a process crash) or `power` (fsync every commit).
-    #[arg(long, default_value = "process")]
-    pub durability: Durability,
+    /// TOML config file (see `--print-config` for every key).
+    #[arg(long, env = "CLAWDO_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print the effective config as TOML (tokens redacted) and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Directory holding every object file [default: ./clawdo-data].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Address the gRPC server listens on; not loopback only with auth tokens configured
+    /// [default: 127.0.0.1:50051].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Seconds an object may sit idle before it hibernates [default: 30].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_secs: Option<u64>,
+    /// Seconds allowed, after SIGTERM or Ctrl-C, for open calls to finish and the runtime to
+    /// stop [default: 10].
+    #[arg(long)]
+    pub shutdown_deadline_secs: Option<u64>,
+    /// Commit durability: `process` (survives a process crash) or `power` (fsync every commit)
+    /// [default: process].
+    #[arg(long)]
+    pub durability: Option<Durability>,
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -97,15 +113,267 @@ pub enum LogFormat {
 }
 
 impl ServeArgs {
-    /// The server options these flags describe.
-    pub fn config(&self) -> server::Config {
-        server::Config {
-            data_dir: self.data_dir.clone(),
-            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
-            durability: self.durability,
-            shutdown_deadline: Duration::from_secs(self.shutdown_deadline_secs),
+    /// The effective config: defaults, the `--config` file, the `CLAWDO_*` variables `env`
+    /// reports, then the flags given here.
+    pub fn config(&self, env: impl Fn(&str) -> Option<String>) -> Result<Config, config::Error> {
+        let mut config = Config::load(self.config.as_deref(), env)?;
+        self.apply(&mut config);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Override `config` with every flag that was given.
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(secs) = self.idle_timeout_secs {
+            config.idle_timeout = Duration::from_secs(secs);
+        }
+        if let Some(secs) = self.shutdown_deadline_secs {
+            config.shutdown_deadline = Duration::from_secs(secs);
+        }
+        if let Some(durability) = self.durability {
+            config.durability = durability;
         }
     }
+}
+
+/// `clawdo instance`: the connection flags and one instance command.
+#[derive(Debug, Args)]
+pub struct InstanceArgs {
+    /// Where and how to connect.
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: InstanceCommand,
+}
+
+/// Flags shared by every client command.
+#[derive(Debug, Args)]
+pub struct ConnectionArgs {
+    /// gRPC address of the clawdo server.
+    #[arg(long, global = true, env = "CLAWDO_SERVER", default_value = client::DEFAULT_SERVER)]
+    pub server: String,
+    /// Bearer token (needed when the server has auth tokens configured).
+    #[arg(long, global = true, env = "CLAWDO_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print JSON (one object per instance or event, one per line) instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// The `clawdo instance` commands.
+#[derive(Debug, Subcommand)]
+pub enum InstanceCommand {
+    /// Create an instance and start provisioning its machine.
+    Provision {
+        /// Owner key (`user:<id>` or `org:<id>`); an owner token may leave it out.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Image tag [default: the server's default image].
+        #[arg(long)]
+        image: Option<String>,
+        /// Pin the image against fleet version changes.
+        #[arg(long)]
+        pin: bool,
+        /// Instance id [default: generated].
+        #[arg(long)]
+        id: Option<String>,
+        /// Wait until the instance runs (exit 1 if provisioning fails).
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show one instance.
+    Get {
+        /// Instance id.
+        id: String,
+    },
+    /// List instances (every page).
+    List {
+        /// Only this owner's instances.
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// Start a stopped instance.
+    Start {
+        /// Instance id.
+        id: String,
+    },
+    /// Stop a running instance.
+    Stop {
+        /// Instance id.
+        id: String,
+    },
+    /// Restart a running instance.
+    Restart {
+        /// Instance id.
+        id: String,
+    },
+    /// Move an instance to another image tag.
+    SetVersion {
+        /// Instance id.
+        id: String,
+        /// The new image tag.
+        image: String,
+        /// Also pin the image.
+        #[arg(long, conflicts_with = "unpin")]
+        pin: bool,
+        /// Also remove the pin.
+        #[arg(long)]
+        unpin: bool,
+    },
+    /// Destroy an instance's machine and volume.
+    Destroy {
+        /// Instance id.
+        id: String,
+    },
+    /// Print the instance's state, then every event, until it is destroyed (or Ctrl-C).
+    Watch {
+        /// Instance id.
+        id: String,
+    },
+}
+
+impl InstanceArgs {
+    /// Connect, run the command, print its result to `out`.
+    pub async fn run(self, out: &mut impl Write) -> Result<(), client::Error> {
+        let channel = client::connect(&self.connection.server).await?;
+        let mut client = client::instance_client(channel, self.connection.token.as_deref())?;
+        let printer = Printer {
+            json: self.connection.json,
+        };
+        run_instance_command(&mut client, self.command, printer, out).await
+    }
+}
+
+/// Renders results as text or JSON.
+#[derive(Debug, Clone, Copy)]
+struct Printer {
+    json: bool,
+}
+
+impl Printer {
+    fn instance(self, out: &mut impl Write, instance: &pb::Instance) -> Result<(), client::Error> {
+        if self.json {
+            writeln!(out, "{}", client::instance_json(instance))?;
+        } else {
+            write!(out, "{}", client::render_instance(instance))?;
+        }
+        Ok(())
+    }
+
+    fn list(self, out: &mut impl Write, instances: &[pb::Instance]) -> Result<(), client::Error> {
+        if self.json {
+            for instance in instances {
+                writeln!(out, "{}", client::instance_json(instance))?;
+            }
+        } else {
+            write!(out, "{}", client::render_table(instances))?;
+        }
+        Ok(())
+    }
+
+    fn watch_item(self, out: &mut impl Write, item: &WatchItem) -> Result<(), client::Error> {
+        if self.json {
+            writeln!(out, "{}", client::watch_item_json(item))?;
+        } else {
+            write!(out, "{}", client::render_watch_item(item))?;
+        }
+        out.flush()?;
+        Ok(())
+    }
+}
+
+async fn run_instance_command(
+    client: &mut InstanceClient,
+    command: InstanceCommand,
+    printer: Printer,
+    out: &mut impl Write,
+) -> Result<(), client::Error> {
+    let instance = match command {
+        InstanceCommand::Provision {
+            owner,
+            image,
+            pin,
+            id,
+            wait,
+        } => {
+            let created = client
+                .provision(pb::ProvisionRequest {
+                    owner: owner.unwrap_or_default(),
+                    image_tag: image,
+                    pinned: pin,
+                    instance_id: id,
+                })
+                .await?
+                .into_inner();
+            if wait {
+                client::wait_running(client, &created.id, |_| Ok(())).await?
+            } else {
+                created
+            }
+        }
+        InstanceCommand::Get { id } => client
+            .get(pb::GetInstanceRequest { instance_id: id })
+            .await?
+            .into_inner(),
+        InstanceCommand::List { owner } => {
+            let instances = client::list_all(client, owner.as_deref()).await?;
+            return printer.list(out, &instances);
+        }
+        InstanceCommand::Start { id } => client
+            .start(pb::StartInstanceRequest { instance_id: id })
+            .await?
+            .into_inner(),
+        InstanceCommand::Stop { id } => client
+            .stop(pb::StopInstanceRequest { instance_id: id })
+            .await?
+            .into_inner(),
+        InstanceCommand::Restart { id } => client
+            .restart(pb::RestartInstanceRequest { instance_id: id })
+            .await?
+            .into_inner(),
+        InstanceCommand::SetVersion {
+            id,
+            image,
+            pin,
+            unpin,
+        } => {
+            let pin = match (pin, unpin) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            };
+            client
+                .change_version(pb::ChangeVersionRequest {
+                    instance_id: id,
+                    image_tag: image,
+                    pin,
+                })
+                .await?
+                .into_inner()
+        }
+        InstanceCommand::Destroy { id } => client
+            .destroy(pb::DestroyInstanceRequest { instance_id: id })
+            .await?
+            .into_inner(),
+        InstanceCommand::Watch { id } => {
+            // The server ends the stream once the instance is destroyed.
+            let watched =
+                client::wait_until(client, &id, |_| false, |item| printer.watch_item(out, item))
+                    .await;
+            return match watched {
+                Ok(_) | Err(client::Error::WatchEnded(_)) => Ok(()),
+                Err(error) => Err(error),
+            };
+        }
+    };
+    printer.instance(out, &instance)
 }
 
 #[cfg(test)]
@@ -117,25 +385,32 @@ mod tests {
         let cli = Cli::try_parse_from(["clawdo", "serve"].iter().chain(args))?;
         match cli.command {
             Command::Serve(serve) => Ok(serve),
-            Command::DemoLoad(_) | Command::MachineStub(_) => {
-                unreachable!("parsed from a serve command line")
-            }
+            _ => unreachable!("parsed from a serve command line"),
         }
+    }
+
+    fn instance_args(args: &[&str]) -> Result<InstanceArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["clawdo", "instance"].iter().chain(args))?;
+        match cli.command {
+            Command::Instance(instance) => Ok(instance),
+            _ => unreachable!("parsed from an instance command line"),
+        }
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
     }
 
     #[test]
     fn serve_defaults_match_the_spec() {
         let args = serve_args(&[]).expect("no flags is valid");
-        assert_eq!(
-            args.listen,
-            "127.0.0.1:50051".parse().expect("valid address")
-        );
         assert_eq!(args.log_format, LogFormat::Text);
-        assert_eq!(args.config(), server::Config::default());
+        assert!(!args.print_config);
+        assert_eq!(args.config(no_env).expect("valid"), Config::default());
     }
 
     #[test]
-    fn serve_flags_are_parsed() {
+    fn serve_flags_override_the_config() {
         let args = serve_args(&[
             "--data-dir",
             "/tmp/x",
@@ -145,20 +420,42 @@ mod tests {
             "5",
             "--shutdown-deadline-secs",
             "0",
+            "--durability",
+            "power",
             "--log-format",
             "json",
         ])
         .expect("valid flags");
-        assert_eq!(args.listen, "[::1]:7000".parse().expect("valid address"));
         assert_eq!(args.log_format, LogFormat::Json);
+        let from_env = |name: &str| {
+            (name == "CLAWDO_LISTEN" || name == "CLAWDO_PROVIDER_SIM_LATENCY_MS").then(|| {
+                if name == "CLAWDO_LISTEN" {
+                    "127.0.0.1:1"
+                } else {
+                    "7"
+                }
+                .to_owned()
+            })
+        };
+        let config = args.config(from_env).expect("valid");
         assert_eq!(
-            args.config(),
-            server::Config {
+            config,
+            Config {
                 data_dir: PathBuf::from("/tmp/x"),
+                listen: "[::1]:7000".parse().expect("valid address"),
                 idle_timeout: Duration::from_secs(5),
-                durability: Durability::Process,
+                durability: Durability::Power,
                 shutdown_deadline: Duration::ZERO,
-            }
+                provider: config::ProviderConfig {
+                    sim: clawdo::actors::provider::sim::SimConfig {
+                        latency_ms: 7,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+                ..Config::default()
+            },
+            "a flag beats the environment, which beats the defaults"
         );
     }
 
@@ -169,8 +466,52 @@ mod tests {
             &["--listen", "localhost"],
             &["--log-format", "xml"],
             &["--shutdown-deadline-secs", "-1"],
+            &["--durability", "disk"],
         ] {
             assert!(serve_args(bad).is_err(), "{bad:?} must be rejected");
+        }
+    }
+
+    #[test]
+    fn instance_commands_parse_with_global_flags_anywhere() {
+        let args = instance_args(&["get", "inst-1", "--server", "http://127.0.0.1:1", "--json"])
+            .expect("valid");
+        assert_eq!(args.connection.server, "http://127.0.0.1:1");
+        assert!(args.connection.json);
+        assert!(matches!(args.command, InstanceCommand::Get { id } if id == "inst-1"));
+
+        let args =
+            instance_args(&["--token", "t", "set-version", "i", "claw:2", "--pin"]).expect("valid");
+        assert_eq!(args.connection.token.as_deref(), Some("t"));
+        assert!(matches!(
+            args.command,
+            InstanceCommand::SetVersion {
+                pin: true,
+                unpin: false,
+                ..
+            }
+        ));
+
+        let args = instance_args(&["provision", "--owner", "user:1", "--wait"]).expect("valid");
+        assert!(matches!(
+            args.command,
+            InstanceCommand::Provision {
+                wait: true,
+                pin: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn bad_instance_command_lines_are_rejected() {
+        for bad in [
+            &["get"][..],
+            &["set-version", "i"],
+            &["set-version", "i", "claw:2", "--pin", "--unpin"],
+            &["frobnicate", "i"],
+        ] {
+            assert!(instance_args(bad).is_err(), "{bad:?} must be rejected");
         }
     }
 

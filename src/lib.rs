@@ -6,6 +6,12 @@
 //! # Layout
 //! - [`runtime`]: the [`Runtime`] builder and handle embedders use.
 //! - [`instances`]: claw instance operations as an admin or an owner ([`instances::Instances`]).
+//! - [`config`]: the server's one [`config::Config`] (TOML file, `CLAWDO_*` environment
+//!   overrides, defaults) and `--print-config`.
+//! - [`auth`]: bearer tokens with `admin` / `owner:<key>` roles and the interceptor that turns
+//!   a call's token into an [`instances::Caller`].
+//! - [`client`]: the gRPC client side of the `clawdo instance …` commands (connect with a
+//!   token, call, render as text or JSON).
 //! - [`server`]: the listen-address policy and [`server::run`], which builds the runtime,
 //!   serves gRPC on an injected listener until an injected shutdown future completes, then
 //!   shuts down in order. The binary and the integration tests both use it.
@@ -15,8 +21,12 @@
 //!   default machine ([`machine_stub::default_process_command`]).
 //! - [`demo_load`]: a bounded write load on demo counters that prints each acknowledged write;
 //!   the crash-recovery tests run it in a child process and SIGKILL it.
-//! - `src/main.rs`, `src/cli.rs` (binary only): `clawdo serve` flags, logging, OS signals.
+//! - `src/main.rs`, `src/cli.rs` (binary only): `clawdo serve` flags and config loading,
+//!   the `clawdo instance …` commands, logging, OS signals.
 
+pub mod auth;
+pub mod client;
+pub mod config;
 pub mod demo_load;
 pub mod grpc;
 pub mod instances;

@@ -1,9 +1,14 @@
-//! The `clawdo` binary: parses flags, sets up logging, and runs the library's server until
-//! Ctrl-C or SIGTERM. Everything else lives in the `clawdo` library.
+//! The `clawdo` binary: parses flags, loads the config, sets up logging, and runs the
+//! library's server until Ctrl-C or SIGTERM; or runs one `clawdo instance …` client command.
+//! Everything else lives in the `clawdo` library.
+//!
+//! Exit codes: 0 on success, 1 on an error (printed as `error: …` for client commands), 2 for
+//! a usage error (clap's).
 
 mod cli;
 
 use std::io::IsTerminal as _;
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser as _;
@@ -12,28 +17,57 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
 
-use crate::cli::{Cli, Command, LogFormat, MachineStubArgs, ServeArgs};
+use crate::cli::{Cli, Command, InstanceArgs, LogFormat, MachineStubArgs, ServeArgs};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
+        Command::Instance(args) => return instance(args).await,
         Command::Serve(args) => serve(args).await,
-        Command::DemoLoad(args) => {
-            init_tracing(LogFormat::Text);
-            clawdo::demo_load::run(clawdo::demo_load::Options {
-                data_dir: args.data_dir,
-                durability: args.durability,
-                objects: args.objects,
-                writers: args.writers,
-                max_writes: args.max_writes,
-                alarm_at: args.alarm_at,
-            })
-            .await?;
-            Ok(())
-        }
+        Command::DemoLoad(args) => demo_load(args).await,
         Command::MachineStub(args) => machine_stub(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
     }
+}
+
+/// `clawdo instance …`: one client call; errors print as `error: REASON: message`.
+async fn instance(args: InstanceArgs) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    match args.run(&mut stdout).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let mut message = error.to_string();
+            let mut source = std::error::Error::source(&error);
+            while let Some(cause) = source {
+                message.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `clawdo demo-load`: the bounded write load of the crash tests.
+async fn demo_load(args: cli::DemoLoadArgs) -> anyhow::Result<()> {
+    init_tracing(LogFormat::Text);
+    clawdo::demo_load::run(clawdo::demo_load::Options {
+        data_dir: args.data_dir,
+        durability: args.durability,
+        objects: args.objects,
+        writers: args.writers,
+        max_writes: args.max_writes,
+        alarm_at: args.alarm_at,
+    })
+    .await?;
+    Ok(())
 }
 
 /// `clawdo machine-stub`: serve the health check until SIGTERM (or Ctrl-C), then exit 0.
@@ -48,16 +82,23 @@ async fn machine_stub(args: MachineStubArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `clawdo serve`: refuse a non-loopback address before binding, then serve until a signal.
+/// `clawdo serve`: load the config (or print it), refuse a listen address the auth policy
+/// forbids before binding, then serve until a signal.
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.config(|name| std::env::var(name).ok())?;
+    if args.print_config {
+        print!("{}", config.to_toml_redacted()?);
+        return Ok(());
+    }
     init_tracing(args.log_format);
-    let listener = server::bind(args.listen).await?;
+    let listener = server::bind_config(&config).await?;
     let terminate =
         signal(SignalKind::terminate()).context("could not install the SIGTERM handler")?;
-    let config = args.config();
     tracing::info!(
+        listen = %config.listen,
         shutdown_deadline = ?config.shutdown_deadline,
         idle_timeout = ?config.idle_timeout,
+        auth_tokens = config.auth.tokens.len(),
         "starting clawdo",
     );
     server::run(config, listener, shutdown_signal(terminate)).await?;

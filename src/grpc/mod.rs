@@ -4,9 +4,13 @@
 //! shutdown signal.
 //!
 //! Services here are thin: decode the request, make one call into the in-process
-//! [`Runtime`], encode the reply. Prost types never leave this module.
+//! [`Runtime`], encode the reply. Prost types never leave this module. Every clawdo service is
+//! wrapped in the bearer-token interceptor of [`crate::auth`] (`AdminService` for admins only);
+//! health and reflection stay open. Requests larger than [`MAX_MESSAGE_SIZE`] are refused before
+//! they are decoded.
 
 pub mod admin;
+pub mod instance;
 pub mod status;
 
 use std::future::Future;
@@ -15,11 +19,17 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::auth::{AuthInterceptor, Authenticator};
 use crate::runtime::Runtime;
+
+/// Largest request message a clawdo service decodes, in bytes (1 MiB); larger ones are
+/// refused with `OUT_OF_RANGE` before anything runs.
+pub const MAX_MESSAGE_SIZE: usize = 1024 * 1024;
 
 /// Protobuf messages and tonic stubs generated from `proto/clawdo/v1` (package `clawdo.v1`).
 pub mod pb {
@@ -43,18 +53,23 @@ pub enum Error {
 /// Serves every clawdo gRPC service, gRPC health and server reflection on `listener` until
 /// `shutdown` completes, then stops accepting and waits for open connections to finish.
 ///
-/// Health reports `SERVING` for the whole server (`""`) and for each clawdo service from the
-/// moment the listener is served, and `NOT_SERVING` once `shutdown` has completed, so health
-/// `Watch` streams learn about the shutdown while connections drain.
+/// Calls to clawdo services are authenticated by `auth`. Health reports `SERVING` for the
+/// whole server (`""`) and for each clawdo service from the moment the listener is served,
+/// and `NOT_SERVING` once `shutdown` has completed, so health `Watch` streams learn about the
+/// shutdown while connections drain; open instance `Watch` streams end then.
 pub async fn serve(
     runtime: Arc<Runtime>,
+    auth: Arc<Authenticator>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     set_health(&health_reporter, ServingStatus::Serving).await;
+    let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
     let shutdown = async move {
         shutdown.await;
+        // Receivers live as long as the instance service; none left means nothing to end.
+        let _ = stopping_tx.send(true);
         set_health(&health_reporter, ServingStatus::NotServing).await;
     };
 
@@ -80,8 +95,19 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(pb::admin_service_server::AdminServiceServer::new(
-            admin::AdminHandler::new(runtime),
+        .add_service(InterceptedService::new(
+            pb::admin_service_server::AdminServiceServer::new(admin::AdminHandler::new(
+                Arc::clone(&runtime),
+            ))
+            .max_decoding_message_size(MAX_MESSAGE_SIZE),
+            AuthInterceptor::admin_only(Arc::clone(&auth)),
+        ))
+        .add_service(InterceptedService::new(
+            pb::instance_service_server::InstanceServiceServer::new(
+                instance::InstanceHandler::new(runtime, stopping_rx),
+            )
+            .max_decoding_message_size(MAX_MESSAGE_SIZE),
+            AuthInterceptor::new(auth),
         ))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
@@ -91,7 +117,10 @@ pub async fn serve(
 /// Reports `status` for the whole server (`""`) and for every clawdo service.
 async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
     reporter.set_service_status("", status).await;
-    reporter
-        .set_service_status(pb::admin_service_server::SERVICE_NAME, status)
-        .await;
+    for service in [
+        pb::admin_service_server::SERVICE_NAME,
+        pb::instance_service_server::SERVICE_NAME,
+    ] {
+        reporter.set_service_status(service, status).await;
+    }
 }

@@ -4,11 +4,32 @@
 //! stable, machine-readable `UPPER_SNAKE` constant (for example `INSTANCE_BUSY`) and whose
 //! `domain` is [`ERROR_DOMAIN`], so clients branch on the reason instead of parsing messages.
 //! Conversions from each layer's `Error` are added here as those layers appear.
+//!
+//! | domain error | gRPC code | reason | metadata |
+//! | --- | --- | --- | --- |
+//! | [`InstanceError::InvalidArgument`] | `INVALID_ARGUMENT` | `INVALID_ARGUMENT` | `field` |
+//! | [`InstanceError::NotFound`] | `NOT_FOUND` | `INSTANCE_NOT_FOUND` | `instance_id` |
+//! | [`InstanceError::AlreadyExists`] | `ALREADY_EXISTS` | `INSTANCE_EXISTS` | `instance_id` |
+//! | [`InstanceError::Busy`] | `FAILED_PRECONDITION` | `INSTANCE_BUSY` | `status` |
+//! | [`InstanceError::WrongStatus`] | `FAILED_PRECONDITION` | `INSTANCE_WRONG_STATUS` | `operation`, `status` |
+//! | [`InstanceError::Destroyed`] | `FAILED_PRECONDITION` | `INSTANCE_DESTROYED` | `instance_id` |
+//! | [`InstanceError::PermissionDenied`] | `PERMISSION_DENIED` | `PERMISSION_DENIED` | |
+//! | [`InstanceError::Internal`] | `INTERNAL` | `INTERNAL` | |
+//!
+//! Authentication failures ([`unauthenticated`]) carry the reason `UNAUTHENTICATED`.
 
 use std::collections::HashMap;
 
+use clawdo_actors::instance::InstanceError;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
+
+/// The reason of every `UNAUTHENTICATED` status.
+pub const REASON_UNAUTHENTICATED: &str = "UNAUTHENTICATED";
+/// The reason of a `PERMISSION_DENIED` status.
+pub const REASON_PERMISSION_DENIED: &str = "PERMISSION_DENIED";
+/// The reason of an `INVALID_ARGUMENT` status.
+pub const REASON_INVALID_ARGUMENT: &str = "INVALID_ARGUMENT";
 
 /// The `google.rpc.ErrorInfo.domain` of every error clawdo reports.
 pub const ERROR_DOMAIN: &str = "clawdo.dev";
@@ -29,10 +50,185 @@ pub fn status_with_reason(
     )
 }
 
+/// `UNAUTHENTICATED` with reason [`REASON_UNAUTHENTICATED`]: the call carried no bearer token,
+/// or one the server does not know.
+pub fn unauthenticated(message: impl Into<String>) -> Status {
+    status_with_reason(
+        Code::Unauthenticated,
+        message,
+        REASON_UNAUTHENTICATED,
+        HashMap::new(),
+    )
+}
+
+/// `PERMISSION_DENIED` with reason [`REASON_PERMISSION_DENIED`]: the caller is known but may
+/// not make this call.
+pub fn permission_denied(message: impl Into<String>) -> Status {
+    status_with_reason(
+        Code::PermissionDenied,
+        message,
+        REASON_PERMISSION_DENIED,
+        HashMap::new(),
+    )
+}
+
+/// The status an instance error is sent as (see the table in the module docs). A function
+/// rather than a `From` impl: neither type is this crate's.
+pub fn instance_error(error: InstanceError) -> Status {
+    {
+        let (code, metadata): (Code, Vec<(&str, String)>) = match &error {
+            InstanceError::InvalidArgument { field, .. } => {
+                (Code::InvalidArgument, vec![("field", (*field).to_owned())])
+            }
+            InstanceError::NotFound(id) => (Code::NotFound, vec![("instance_id", id.clone())]),
+            InstanceError::AlreadyExists(id) => {
+                (Code::AlreadyExists, vec![("instance_id", id.clone())])
+            }
+            InstanceError::Busy(status) => (
+                Code::FailedPrecondition,
+                vec![("status", status.as_str().to_owned())],
+            ),
+            InstanceError::WrongStatus { op, status } => (
+                Code::FailedPrecondition,
+                vec![
+                    ("operation", op.as_str().to_owned()),
+                    ("status", status.as_str().to_owned()),
+                ],
+            ),
+            InstanceError::Destroyed(id) => {
+                (Code::FailedPrecondition, vec![("instance_id", id.clone())])
+            }
+            InstanceError::PermissionDenied(_) => (Code::PermissionDenied, Vec::new()),
+            InstanceError::Internal(detail) => {
+                tracing::error!(%detail, "instance call failed");
+                (Code::Internal, Vec::new())
+            }
+        };
+        let metadata = metadata
+            .into_iter()
+            .map(|(key, value)| (key.to_owned(), value))
+            .collect();
+        status_with_reason(code, error.to_string(), error.reason(), metadata)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::expect_used, reason = "tests fail loudly")]
 mod tests {
+    use clawdo_actors::instance::{OpKind, Status as InstanceStatus};
+
     use super::*;
+
+    /// The code, reason and metadata a domain error is sent with.
+    fn sent(error: InstanceError) -> (Code, String, HashMap<String, String>, String) {
+        let status = instance_error(error);
+        let info = status
+            .get_details_error_info()
+            .expect("every mapped error carries an ErrorInfo");
+        assert_eq!(info.domain, ERROR_DOMAIN);
+        (
+            status.code(),
+            info.reason,
+            info.metadata,
+            status.message().to_owned(),
+        )
+    }
+
+    fn meta(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn invalid_argument_names_the_field() {
+        let (code, reason, metadata, message) = sent(InstanceError::InvalidArgument {
+            field: "owner",
+            reason: "must be user:<id> or org:<id>".into(),
+        });
+        assert_eq!(code, Code::InvalidArgument);
+        assert_eq!(reason, "INVALID_ARGUMENT");
+        assert_eq!(metadata, meta(&[("field", "owner")]));
+        assert_eq!(message, "invalid owner: must be user:<id> or org:<id>");
+    }
+
+    #[test]
+    fn not_found() {
+        let (code, reason, metadata, _) = sent(InstanceError::NotFound("i-1".into()));
+        assert_eq!(code, Code::NotFound);
+        assert_eq!(reason, "INSTANCE_NOT_FOUND");
+        assert_eq!(metadata, meta(&[("instance_id", "i-1")]));
+    }
+
+    #[test]
+    fn already_exists() {
+        let (code, reason, metadata, _) = sent(InstanceError::AlreadyExists("i-1".into()));
+        assert_eq!(code, Code::AlreadyExists);
+        assert_eq!(reason, "INSTANCE_EXISTS");
+        assert_eq!(metadata, meta(&[("instance_id", "i-1")]));
+    }
+
+    #[test]
+    fn busy_names_the_status() {
+        let (code, reason, metadata, message) =
+            sent(InstanceError::Busy(InstanceStatus::Restarting));
+        assert_eq!(code, Code::FailedPrecondition);
+        assert_eq!(reason, "INSTANCE_BUSY");
+        assert_eq!(metadata, meta(&[("status", "restarting")]));
+        assert_eq!(message, "instance is busy (restarting)");
+    }
+
+    #[test]
+    fn wrong_status() {
+        let (code, reason, metadata, _) = sent(InstanceError::WrongStatus {
+            op: OpKind::Start,
+            status: InstanceStatus::Running,
+        });
+        assert_eq!(code, Code::FailedPrecondition);
+        assert_eq!(reason, "INSTANCE_WRONG_STATUS");
+        assert_eq!(
+            metadata,
+            meta(&[("operation", "start"), ("status", "running")])
+        );
+    }
+
+    #[test]
+    fn destroyed() {
+        let (code, reason, metadata, _) = sent(InstanceError::Destroyed("i-1".into()));
+        assert_eq!(code, Code::FailedPrecondition);
+        assert_eq!(reason, "INSTANCE_DESTROYED");
+        assert_eq!(metadata, meta(&[("instance_id", "i-1")]));
+    }
+
+    #[test]
+    fn permission_denied_maps() {
+        let (code, reason, metadata, _) = sent(InstanceError::PermissionDenied("not yours".into()));
+        assert_eq!(code, Code::PermissionDenied);
+        assert_eq!(reason, "PERMISSION_DENIED");
+        assert!(metadata.is_empty());
+    }
+
+    #[test]
+    fn internal() {
+        let (code, reason, metadata, _) = sent(InstanceError::Internal("disk".into()));
+        assert_eq!(code, Code::Internal);
+        assert_eq!(reason, "INTERNAL");
+        assert!(metadata.is_empty());
+    }
+
+    #[test]
+    fn auth_failures_carry_their_reasons() {
+        let status = unauthenticated("missing bearer token");
+        assert_eq!(status.code(), Code::Unauthenticated);
+        let info = status.get_details_error_info().expect("an ErrorInfo");
+        assert_eq!(info.reason, "UNAUTHENTICATED");
+
+        let status = permission_denied("admin only");
+        assert_eq!(status.code(), Code::PermissionDenied);
+        let info = status.get_details_error_info().expect("an ErrorInfo");
+        assert_eq!(info.reason, "PERMISSION_DENIED");
+    }
 
     #[test]
     fn error_info_round_trips_through_status_details() {

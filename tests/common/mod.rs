@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests: an in-process clawdo server on loopback over a
-//! fresh temporary data directory.
+//! fresh (or a kept) temporary data directory, configured by the test, with a handle on its
+//! [`Runtime`] and token-carrying gRPC clients.
 
 #![allow(
     dead_code,
@@ -8,8 +9,13 @@
 #![allow(clippy::expect_used, reason = "tests fail loudly on broken set-up")]
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use clawdo::Runtime;
+use clawdo::actors::provider::sim::SimProvider;
+use clawdo::auth::{Role, Token, TokenConfig};
+use clawdo::client::{self, AdminClient, InstanceClient};
 use clawdo::server;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
@@ -25,12 +31,24 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct TestServer {
     /// Where the gRPC server listens (`127.0.0.1:<ephemeral port>`).
     pub addr: SocketAddr,
-    /// Sending (or dropping) makes [`server::run`] shut down; `None` once sent.
+    /// Sending (or dropping) makes [`server::serve`] shut down; `None` once sent.
     pub shutdown: Option<oneshot::Sender<()>>,
-    /// The task running [`server::run`]; yields its result once shut down.
+    /// The task running [`server::serve`]; yields its result once shut down.
     pub handle: JoinHandle<Result<(), server::Error>>,
     /// Keeps the data directory alive as long as the server.
     pub data_dir: TempDir,
+    /// The runtime the server serves (stats, the sim provider).
+    pub runtime: Arc<Runtime>,
+    /// The config the server was started with.
+    pub config: server::Config,
+}
+
+/// `[[auth.tokens]]` entry with `role` (`admin` or `owner:<key>`).
+pub fn token(secret: &str, role: &str) -> TokenConfig {
+    TokenConfig {
+        token: Token::new(secret),
+        role: Role::try_from(role.to_owned()).expect("a valid role"),
+    }
 }
 
 /// Starts a server with default options over a temporary data directory.
@@ -41,6 +59,15 @@ pub async fn start_server() -> TestServer {
 /// Starts a server over a temporary data directory, with options adjusted by `configure`.
 pub async fn start_server_with(configure: impl FnOnce(&mut server::Config)) -> TestServer {
     let data_dir = tempfile::tempdir().expect("create a temporary data directory");
+    start_server_in(data_dir, configure).await
+}
+
+/// Starts a server over `data_dir` (e.g. one kept by [`TestServer::stop_keeping_data`]), with
+/// options adjusted by `configure`.
+pub async fn start_server_in(
+    data_dir: TempDir,
+    configure: impl FnOnce(&mut server::Config),
+) -> TestServer {
     let mut config = server::Config {
         data_dir: data_dir.path().to_path_buf(),
         ..server::Config::default()
@@ -51,16 +78,28 @@ pub async fn start_server_with(configure: impl FnOnce(&mut server::Config)) -> T
         .await
         .expect("bind an ephemeral loopback port");
     let addr = listener.local_addr().expect("read the bound address");
+    let runtime = Arc::new(
+        server::build_runtime(&config)
+            .await
+            .expect("build the runtime"),
+    );
     let (shutdown, stop) = oneshot::channel::<()>();
-    let handle = tokio::spawn(server::run(config, listener, async move {
-        // A dropped sender (a failed test) also stops the server.
-        let _ = stop.await;
-    }));
+    let handle = tokio::spawn(server::serve(
+        config.clone(),
+        Arc::clone(&runtime),
+        listener,
+        async move {
+            // A dropped sender (a failed test) also stops the server.
+            let _ = stop.await;
+        },
+    ));
     TestServer {
         addr,
         shutdown: Some(shutdown),
         handle,
         data_dir,
+        runtime,
+        config,
     }
 }
 
@@ -79,6 +118,28 @@ impl TestServer {
             .expect("connect to the test server")
     }
 
+    /// An `InstanceService` client sending `token` (none: no authorization header).
+    pub async fn instances(&self, token: Option<&str>) -> InstanceClient {
+        client::instance_client(self.channel().await, token).expect("a sendable token")
+    }
+
+    /// An `AdminService` client sending `token`.
+    pub async fn admin(&self, token: Option<&str>) -> AdminClient {
+        client::admin_client(self.channel().await, token).expect("a sendable token")
+    }
+
+    /// The sim provider (the default provider).
+    pub fn sim(&self) -> &Arc<SimProvider> {
+        self.runtime
+            .sim()
+            .expect("the server uses the sim provider")
+    }
+
+    /// Object activations since the server started.
+    pub fn activations(&self) -> u64 {
+        self.runtime.stats().activations
+    }
+
     /// Triggers shutdown without waiting for it.
     pub fn begin_shutdown(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {
@@ -87,7 +148,7 @@ impl TestServer {
         }
     }
 
-    /// Triggers shutdown and returns what [`server::run`] returned, failing the test if it
+    /// Triggers shutdown and returns what [`server::serve`] returned, failing the test if it
     /// takes longer than [`STOP_TIMEOUT`] or panicked.
     pub async fn stop(mut self) -> Result<(), server::Error> {
         self.begin_shutdown();
@@ -95,5 +156,17 @@ impl TestServer {
             .await
             .expect("the server stops within the timeout")
             .expect("the server task did not panic")
+    }
+
+    /// Stops the server cleanly and hands back its data directory, for a restart with
+    /// [`start_server_in`].
+    pub async fn stop_keeping_data(mut self) -> TempDir {
+        self.begin_shutdown();
+        tokio::time::timeout(STOP_TIMEOUT, self.handle)
+            .await
+            .expect("the server stops within the timeout")
+            .expect("the server task did not panic")
+            .expect("clean shutdown");
+        self.data_dir
     }
 }

@@ -48,7 +48,7 @@ const TIMER_LEASE: &str = "op-lease";
 
 /// Knobs of the instance class.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", default)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
 pub struct InstanceConfig {
     /// Reconcile period while running. Default 5 min.
     #[serde(with = "crate::config::serde_secs")]
