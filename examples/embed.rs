@@ -1,8 +1,10 @@
-//! Embedding clawdo in a host program, with an object class of the program's own.
+//! Embedding clawdo in a host program: claw instances in-process, and an object class of the
+//! program's own.
 //!
-//! `Reminders` keeps notes in its own SQL table, a setting in the KV store, and uses its alarm to
-//! mark reminders due. Run with `cargo run --example embed`; it uses a temporary data directory
-//! and exits after the alarm fired.
+//! First it provisions a claw instance on the built-in `sim` provider, restarts it and destroys
+//! it, following its events. Then `Reminders`, the program's own class, keeps notes in its own
+//! SQL table, a setting in the KV store, and uses its alarm to mark reminders due. Run with
+//! `cargo run --example embed`; it uses a temporary data directory and exits when done.
 
 use std::time::Duration;
 
@@ -116,6 +118,52 @@ impl Object for Reminders {
     }
 }
 
+/// Provision, restart and destroy a claw instance through the embedding API.
+async fn instances_demo(runtime: &Runtime) -> anyhow::Result<()> {
+    use clawdo::actors::instance::Status;
+    use clawdo::instances::{Caller, ProvisionSpec};
+
+    let instances = runtime.instances();
+    let admin = Caller::Admin;
+    let view = instances
+        .provision(
+            &admin,
+            ProvisionSpec {
+                owner: "user:alice".into(),
+                image_tag: Some("claw:1.0".into()),
+                ..ProvisionSpec::default()
+            },
+        )
+        .await?;
+    let id = view.id.clone();
+    println!("provisioned {id}: {}", view.status.as_str());
+    // Follow the instance's events until each step reaches the status it waits for.
+    let (_, mut events) = instances.watch(&admin, &id).await?;
+    let mut wait_for = async |status: Status| -> anyhow::Result<()> {
+        if instances.get(&admin, &id).await?.status == status {
+            return Ok(());
+        }
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let event = events.recv().await?;
+                println!("  event {} ({})", event.kind, event.status.as_str());
+                if event.status == status {
+                    return Ok::<_, anyhow::Error>(());
+                }
+            }
+        })
+        .await
+        .context("instance did not reach the status in 10 s")?
+    };
+    wait_for(Status::Running).await?;
+    instances.restart(&admin, &id).await?;
+    wait_for(Status::Running).await?;
+    instances.destroy(&admin, &id).await?;
+    wait_for(Status::Destroyed).await?;
+    println!("instance {id} destroyed");
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -124,6 +172,8 @@ async fn main() -> anyhow::Result<()> {
         .register::<Reminders>()
         .build()
         .await?;
+
+    instances_demo(&runtime).await?;
 
     let alice = runtime.host().get::<Reminders>("user:alice")?;
     for (text, after_ms) in [("stretch", 300), ("drink water", 150)] {
