@@ -135,3 +135,80 @@ async fn the_machine_stub_exits_zero_on_sigterm() {
         .unwrap();
     assert!(exit.success(), "{exit:?}");
 }
+
+/// The instance lifecycle through the embedding API on the process provider: the machine is
+/// a real child process that answers its health check, and destroy leaves none behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_on_the_process_provider_runs_a_real_machine() {
+    use std::sync::Arc;
+
+    use clawdo::Runtime;
+    use clawdo::actors::instance::Status;
+    use clawdo::actors::provider::MachineId;
+    use clawdo::instances::{Caller, ProvisionSpec};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let provider = Arc::new(
+        ProcessProvider::open(ProcessConfig {
+            root: tmp.path().join("providers/process"),
+            command: stub_command(),
+        })
+        .unwrap(),
+    );
+    let runtime = Runtime::builder()
+        .data_dir(tmp.path().join("data"))
+        .provider(Arc::clone(&provider) as Arc<dyn MachineProvider>)
+        .build()
+        .await
+        .unwrap();
+    let api = runtime.instances();
+    let admin = Caller::Admin;
+    let wait_for = |status: Status| {
+        let api = api.clone();
+        let admin = admin.clone();
+        async move {
+            let (view, mut events) = api.watch(&admin, "proc-1").await.unwrap();
+            if view.status != status {
+                tokio::time::timeout(Duration::from_secs(20), async {
+                    while events.recv().await.unwrap().status != status {}
+                })
+                .await
+                .expect("status reached in time");
+            }
+            api.get(&admin, "proc-1").await.unwrap()
+        }
+    };
+    api.provision(
+        &admin,
+        ProvisionSpec {
+            owner: "user:proc".into(),
+            instance_id: Some("proc-1".into()),
+            ..ProvisionSpec::default()
+        },
+    )
+    .await
+    .unwrap();
+    let view = wait_for(Status::Running).await;
+    let machine = MachineId(view.machine_id.clone().unwrap());
+    let port = provider
+        .machine_port(&machine)
+        .unwrap()
+        .expect("a running machine has a port");
+    assert_eq!(wait_healthy(port).await, HEALTH_RESPONSE);
+    let pid = provider
+        .machine_pid(&machine)
+        .unwrap()
+        .expect("a running machine has a pid");
+
+    api.restart(&admin, "proc-1").await.unwrap();
+    wait_for(Status::Running).await;
+    assert!(!alive(pid), "the restart replaced the process");
+    let pid = provider.machine_pid(&machine).unwrap().unwrap();
+    let port = provider.machine_port(&machine).unwrap().unwrap();
+    assert_eq!(wait_healthy(port).await, HEALTH_RESPONSE);
+
+    api.destroy(&admin, "proc-1").await.unwrap();
+    wait_for(Status::Destroyed).await;
+    assert!(!alive(pid), "destroy stopped the machine process");
+    runtime.shutdown(Duration::from_secs(5)).await.unwrap();
+}
