@@ -41,6 +41,8 @@ use crate::stats::{Counters, HostStats};
 
 /// A resident object: its actor and what the janitor needs to decide about it.
 pub(crate) struct Resident {
+    /// Which object (kept here so the janitor's passes need no key copies).
+    key: ObjectKey,
     cell: ActorCell,
     /// Calls and alarm deliveries holding a lease on this object.
     inflight: AtomicUsize,
@@ -293,9 +295,12 @@ impl Host {
     pub async fn exists<C: Object>(&self, id: &str) -> Result<bool, Error> {
         let id = ObjectId::parse(id)?;
         self.class_registered::<C>()?;
-        let indexes = Arc::clone(&self.inner.indexes);
         let key = ObjectKey::new(C::CLASS, id.as_str());
-        Ok(tokio::task::spawn_blocking(move || indexes.contains_object(&key)).await??)
+        if matches!(self.table(key.shard).get(&key), Some(Entry::Active(_))) {
+            return Ok(true);
+        }
+        // One indexed read of a small, already open file: quick enough to run inline.
+        Ok(self.inner.indexes.contains_object(&key)?)
     }
 
     /// Up to `limit` ids of class `C` in ascending order, strictly after `after`. Activates
@@ -575,6 +580,7 @@ impl Host {
             let outcome = match spawned {
                 Ok((actor, _join)) => {
                     let resident = Arc::new(Resident {
+                        key: key.clone(),
                         cell: actor.get_cell(),
                         inflight: AtomicUsize::new(1),
                         last_used: AtomicI64::new(host.inner.clock.now()),
@@ -736,45 +742,43 @@ impl Host {
         } else {
             0
         };
-        let mut idle = Vec::new();
-        let mut busy_recently = Vec::new();
+        let mut evict: Vec<Arc<Resident>> = Vec::new();
+        let mut recent: Vec<(i64, Arc<Resident>)> = Vec::new();
         for shard in ShardId::all() {
             let table = self.table(shard);
-            for (key, entry) in table.iter() {
+            for entry in table.values() {
                 let Entry::Active(r) = entry else { continue };
                 if r.inflight.load(Ordering::Acquire) != 0 {
                     continue;
                 }
                 let last = r.last_used.load(Ordering::Relaxed);
                 if now.saturating_sub(last) >= idle_ms {
-                    idle.push((key.clone(), Arc::clone(r)));
-                } else if over_cap > 0 || over_files > 0 {
-                    busy_recently.push((last, key.clone(), Arc::clone(r)));
+                    evict.push(Arc::clone(r));
+                } else if over_cap > evict.len() || over_files > 0 {
+                    recent.push((last, Arc::clone(r)));
                 }
             }
         }
-        busy_recently.sort_by_key(|(last, _, _)| *last);
-        let mut evict = idle;
-        let lru_evicted = over_cap
-            .saturating_sub(evict.len())
-            .min(busy_recently.len());
-        evict.extend(
-            busy_recently
-                .drain(..lru_evicted)
-                .map(|(_, key, r)| (key, r)),
-        );
+        // The least recently used of the rest, without sorting them all.
+        let lru = over_cap.saturating_sub(evict.len()).min(recent.len());
+        if lru > 0 && lru < recent.len() {
+            recent.select_nth_unstable_by_key(lru, |(last, _)| *last);
+        }
+        evict.extend(recent.drain(..lru).map(|(_, r)| r));
         // Files: ask the least recently used of the remaining residents to close theirs.
         let closing = over_files.saturating_sub(evict.len());
-        for (_, _, r) in busy_recently
-            .iter()
-            .filter(|(_, _, r)| r.file_open.load(Ordering::Relaxed))
-            .take(closing)
-        {
-            (r.close_file)(&r.cell);
+        if closing > 0 {
+            recent.retain(|(_, r)| r.file_open.load(Ordering::Relaxed));
+            if closing < recent.len() {
+                recent.select_nth_unstable_by_key(closing, |(last, _)| *last);
+            }
+            for (_, r) in recent.iter().take(closing) {
+                (r.close_file)(&r.cell);
+            }
         }
         let wait = config.call_timeout;
         let hibernated = futures::stream::iter(evict)
-            .map(|(key, r)| async move { self.stop_resident(&key, &r, wait).await })
+            .map(|r| async move { self.stop_resident(&r.key, &r, wait).await })
             .buffer_unordered(64)
             .filter(|stopped| std::future::ready(*stopped))
             .count()
@@ -789,6 +793,9 @@ impl Host {
     }
 }
 
+/// Least time between two janitor passes woken by a budget overflow.
+const MIN_BUDGET_PASS_SPACING: Duration = Duration::from_millis(100);
+
 /// The janitor task: a pass every quarter idle timeout (clamped to 100 ms – 5 s of clock time),
 /// and at once when a budget is exceeded.
 async fn janitor(host: Host) {
@@ -796,17 +803,25 @@ async fn janitor(host: Host) {
     let period = (host.inner.config.idle_timeout / 4)
         .clamp(Duration::from_millis(100), Duration::from_secs(5));
     let period_ms = i64::try_from(period.as_millis()).unwrap_or(5_000);
+    // A budget overflow wakes the janitor at once, but closes it requested land only as the
+    // actors get to them: passes triggered that way are spaced (wall time, not clock time: this
+    // paces work, it is not a deadline) so they do not run back to back over the same residents.
+    let mut last_pass = tokio::time::Instant::now();
     loop {
         let next = host.inner.clock.now() + period_ms;
-        tokio::select! {
-            _ = host.inner.clock.sleep_until(next) => {}
-            _ = host.inner.janitor_wake.notified() => {}
+        let woken = tokio::select! {
+            _ = host.inner.clock.sleep_until(next) => false,
+            _ = host.inner.janitor_wake.notified() => true,
             _ = stop.wait_for(|stopping| *stopping) => return,
+        };
+        if woken {
+            tokio::time::sleep_until(last_pass + MIN_BUDGET_PASS_SPACING).await;
         }
         if *stop.borrow() {
             return;
         }
         host.sweep().await;
+        last_pass = tokio::time::Instant::now();
     }
 }
 

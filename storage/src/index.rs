@@ -111,6 +111,7 @@ impl Shared {
             }
             let conn = open_sqlite(path, self.durability)?;
             conn.execute_batch(INDEX_SCHEMA)?;
+            set_synchronous(&conn, self.durability)?;
             *slot = Some(conn);
         }
         match slot.as_mut() {
@@ -161,6 +162,7 @@ impl ShardIndexes {
             let conn = if path.exists() {
                 let conn = open_sqlite(&path, dir.durability())?;
                 conn.execute_batch(INDEX_SCHEMA)?;
+                set_synchronous(&conn, dir.durability())?;
                 let top: Option<i64> =
                     conn.query_row("SELECT MAX(gen) FROM alarms", [], |r| r.get(0))?;
                 max_generation = max_generation.max(u64::try_from(top.unwrap_or(0)).unwrap_or(0));
@@ -206,11 +208,10 @@ impl ShardIndexes {
         Ok(self
             .shared
             .read(key.shard, |conn| {
-                conn.query_row(
+                conn.prepare_cached(
                     "SELECT EXISTS (SELECT 1 FROM objects WHERE class = ?1 AND id = ?2)",
-                    params![key.class, key.id],
-                    |r| r.get(0),
-                )
+                )?
+                .query_row(params![key.class, key.id], |r| r.get(0))
             })?
             .unwrap_or(false))
     }
@@ -419,12 +420,18 @@ fn apply(conn: &mut Connection, ops: &[&Op]) -> rusqlite::Result<()> {
 }
 
 /// Open a SQLite file the way every clawdo file is opened: WAL with exclusive locking (one
-/// process, one connection; no shared-memory file), the durability's `synchronous` level,
-/// automatic checkpoints off (the owner checkpoints).
+/// process, one connection; no shared-memory file) and the durability's `synchronous` level.
+///
+/// A file that does not exist yet is created with `synchronous=OFF` at `process` durability:
+/// a new file holds nothing acknowledged, and creating it (the switch to WAL, the first schema)
+/// would otherwise sync the file, its journal and its directory several times. The caller
+/// restores the durability's level with [`set_synchronous`] once the file's schema is in place.
+/// At `power` durability files are created fully synced.
 pub(crate) fn open_sqlite(
     path: &std::path::Path,
     durability: crate::Durability,
 ) -> Result<Connection, Error> {
+    let creating = !path.exists();
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -432,14 +439,28 @@ pub(crate) fn open_sqlite(
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+    // Before the switch to WAL, so that the switch itself syncs at the chosen level.
+    let synchronous = match (creating, durability) {
+        (true, crate::Durability::Process) => "OFF",
+        _ => durability.synchronous_pragma(),
+    };
+    conn.pragma_update(None, "synchronous", synchronous)?;
     let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(Error::Sqlite(rusqlite::Error::InvalidQuery));
     }
-    conn.pragma_update(None, "synchronous", durability.synchronous_pragma())?;
     conn.pragma_update(None, "wal_autocheckpoint", 1000)?;
     conn.set_prepared_statement_cache_capacity(16);
     Ok(conn)
+}
+
+/// Set the durability's `synchronous` level (after a file was created at a lower one).
+pub(crate) fn set_synchronous(
+    conn: &Connection,
+    durability: crate::Durability,
+) -> Result<(), Error> {
+    conn.pragma_update(None, "synchronous", durability.synchronous_pragma())?;
+    Ok(())
 }
 
 #[cfg(test)]

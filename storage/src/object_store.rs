@@ -18,7 +18,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::data_dir::{DataDir, Durability};
-use crate::index::{ShardIndexes, open_sqlite};
+use crate::index::{ShardIndexes, open_sqlite, set_synchronous};
 use crate::migrate::{Migration, ensure_runtime_schema, run_migrations};
 use crate::shard::ShardId;
 use crate::{Error, UnixMillis, codec};
@@ -129,6 +129,9 @@ impl ObjectStore {
             });
         }
         let from_version = run_migrations(&mut conn, &path, migrations)?;
+        if created {
+            set_synchronous(&conn, dir.durability())?;
+        }
         let armed = min_timer(&conn)?;
         // Re-assert the alarm with a generation newer than anything a previous activation may
         // still have queued, so that what we believe the index holds is exactly `armed`.
