@@ -11,7 +11,8 @@
 //! - `cold_activation`: the first call (`Get`) to each of 2,000 existing counters that were all
 //!   hibernated (files closed, actors stopped) by the janitor beforehand: open, migrate, load.
 //!   The OS page cache is warm; "cold" means cold for the runtime. Re-hibernating between passes
-//!   is not timed. Target p99 ≤ 1 ms.
+//!   is not timed; the host runs on a manual clock so nothing hibernates during a timed pass.
+//!   Target p99 ≤ 1 ms.
 //! - `rss_100k_resident`: `VmRSS` (from `/proc/self/status`) before and after creating 100,000
 //!   counters (`Add(1)` each, so each has a file and state) and keeping them resident, with the
 //!   host's resident and open-file counts. Run once, outside criterion's sampling. Target: 100,000
@@ -50,7 +51,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clawdo_actors::demo::{Counter, CounterReply, CounterRequest};
-use clawdo_actors::{Host, HostBuilder, HostConfig, Stub, UnixMillis};
+use clawdo_actors::{Host, HostBuilder, HostConfig, ManualClock, Stub, UnixMillis};
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use futures::StreamExt;
 use tempfile::TempDir;
@@ -87,13 +88,19 @@ struct Fixture {
 
 impl Fixture {
     async fn start(config: HostConfig) -> Fixture {
+        Fixture::start_with(config, None).await
+    }
+
+    /// A host whose time (idle timeouts, alarms) moves only when `clock` is advanced.
+    async fn start_with(config: HostConfig, clock: Option<ManualClock>) -> Fixture {
         let dir = tempfile::tempdir().expect("create a temporary data directory");
-        let host = HostBuilder::new(dir.path())
+        let mut builder = HostBuilder::new(dir.path())
             .config(config)
-            .register::<Counter>()
-            .start()
-            .await
-            .expect("start the host");
+            .register::<Counter>();
+        if let Some(clock) = clock {
+            builder = builder.clock(Arc::new(clock));
+        }
+        let host = builder.start().await.expect("start the host");
         Fixture { host, dir }
     }
 
@@ -347,12 +354,13 @@ fn write_commit(c: &mut Criterion, rt: &Runtime) {
     );
 }
 
-/// Hibernate every resident object: wait past the 1 ms idle timeout and run janitor passes
-/// until none is resident (not timed).
-async fn hibernate_all(host: &Host) {
+/// Hibernate every resident object: move the host's manual clock past the idle timeout and
+/// run janitor passes until none is resident (not timed). Between these calls the clock stands
+/// still, so nothing hibernates while activations are being timed.
+async fn hibernate_all(host: &Host, clock: &ManualClock) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        clock.advance(Duration::from_secs(31));
         host.run_janitor().await;
         if host.stats().resident_objects == 0 {
             return;
@@ -367,6 +375,7 @@ async fn hibernate_all(host: &Host) {
 
 struct ColdFixture {
     fixture: Fixture,
+    clock: ManualClock,
     stubs: Arc<Vec<Stub<Counter>>>,
     /// Stubs before it were activated since the last `hibernate_all`.
     cursor: usize,
@@ -385,18 +394,16 @@ fn cold_activation(c: &mut Criterion, rt: &Runtime) {
     group.bench_function("cold_activation", |b| {
         let cold = cold.get_or_insert_with(|| {
             rt.block_on(async {
-                // The janitor (every 100 ms) hibernates whatever is idle for 1 ms: objects
-                // activated by the measured loop go back to sleep on their own.
-                let fixture = Fixture::start(HostConfig {
-                    idle_timeout: Duration::from_millis(1),
-                    ..HostConfig::default()
-                })
-                .await;
+                // A manual clock: objects hibernate only in `hibernate_all`, between timed
+                // passes, never while activations are being timed.
+                let clock = ManualClock::new(now_ms());
+                let fixture = Fixture::start_with(HostConfig::default(), Some(clock.clone())).await;
                 call_all(&fixture.host, 0..COLD_OBJECTS, |_| CounterRequest::Add(1)).await;
-                hibernate_all(&fixture.host).await;
+                hibernate_all(&fixture.host, &clock).await;
                 let stubs = (0..COLD_OBJECTS).map(|i| fixture.stub(i)).collect();
                 ColdFixture {
                     fixture,
+                    clock,
                     stubs: Arc::new(stubs),
                     cursor: 0,
                 }
@@ -404,6 +411,7 @@ fn cold_activation(c: &mut Criterion, rt: &Runtime) {
         });
         b.iter_custom(|iters| {
             let host = cold.fixture.host.clone();
+            let clock = cold.clock.clone();
             let stubs = Arc::clone(&cold.stubs);
             let mut cursor = cold.cursor;
             let (samples, cursor) = rt
@@ -411,7 +419,7 @@ fn cold_activation(c: &mut Criterion, rt: &Runtime) {
                     let mut samples = Vec::with_capacity(usize::try_from(iters).unwrap_or(0));
                     for _ in 0..iters {
                         if cursor == stubs.len() {
-                            hibernate_all(&host).await;
+                            hibernate_all(&host, &clock).await;
                             cursor = 0;
                         }
                         samples.push(timed_call(&stubs[cursor], CounterRequest::Get).await);

@@ -116,13 +116,8 @@ impl pb::instance_service_server::InstanceService for InstanceHandler {
         request: Request<pb::StartInstanceRequest>,
     ) -> Result<Response<pb::Instance>, Status> {
         let caller = auth::caller(&request)?;
-        let id = required_id(&request.get_ref().instance_id).map_err(instance_error)?;
-        let view = self
-            .instances()
-            .start(&caller, id)
+        self.plain_op(&caller, &request.get_ref().instance_id, PlainOp::Start)
             .await
-            .map_err(instance_error)?;
-        Ok(Response::new(view.into()))
     }
 
     async fn stop(
@@ -130,13 +125,8 @@ impl pb::instance_service_server::InstanceService for InstanceHandler {
         request: Request<pb::StopInstanceRequest>,
     ) -> Result<Response<pb::Instance>, Status> {
         let caller = auth::caller(&request)?;
-        let id = required_id(&request.get_ref().instance_id).map_err(instance_error)?;
-        let view = self
-            .instances()
-            .stop(&caller, id)
+        self.plain_op(&caller, &request.get_ref().instance_id, PlainOp::Stop)
             .await
-            .map_err(instance_error)?;
-        Ok(Response::new(view.into()))
     }
 
     async fn restart(
@@ -144,13 +134,8 @@ impl pb::instance_service_server::InstanceService for InstanceHandler {
         request: Request<pb::RestartInstanceRequest>,
     ) -> Result<Response<pb::Instance>, Status> {
         let caller = auth::caller(&request)?;
-        let id = required_id(&request.get_ref().instance_id).map_err(instance_error)?;
-        let view = self
-            .instances()
-            .restart(&caller, id)
+        self.plain_op(&caller, &request.get_ref().instance_id, PlainOp::Restart)
             .await
-            .map_err(instance_error)?;
-        Ok(Response::new(view.into()))
     }
 
     async fn change_version(
@@ -172,13 +157,8 @@ impl pb::instance_service_server::InstanceService for InstanceHandler {
         request: Request<pb::DestroyInstanceRequest>,
     ) -> Result<Response<pb::Instance>, Status> {
         let caller = auth::caller(&request)?;
-        let id = required_id(&request.get_ref().instance_id).map_err(instance_error)?;
-        let view = self
-            .instances()
-            .destroy(&caller, id)
+        self.plain_op(&caller, &request.get_ref().instance_id, PlainOp::Destroy)
             .await
-            .map_err(instance_error)?;
-        Ok(Response::new(view.into()))
     }
 
     type WatchStream = WatchStream;
@@ -205,6 +185,36 @@ impl pb::instance_service_server::InstanceService for InstanceHandler {
             self.shutdown.clone(),
         );
         Ok(Response::new(Box::pin(watcher.into_stream())))
+    }
+}
+
+/// The operations that take nothing but an instance id.
+#[derive(Debug, Clone, Copy)]
+enum PlainOp {
+    Start,
+    Stop,
+    Restart,
+    Destroy,
+}
+
+impl InstanceHandler {
+    /// Decode the id, run `op` as `caller`, encode the instance.
+    async fn plain_op(
+        &self,
+        caller: &Caller,
+        instance_id: &str,
+        op: PlainOp,
+    ) -> Result<Response<pb::Instance>, Status> {
+        let id = required_id(instance_id).map_err(instance_error)?;
+        let instances = self.instances();
+        let view = match op {
+            PlainOp::Start => instances.start(caller, id).await,
+            PlainOp::Stop => instances.stop(caller, id).await,
+            PlainOp::Restart => instances.restart(caller, id).await,
+            PlainOp::Destroy => instances.destroy(caller, id).await,
+        }
+        .map_err(instance_error)?;
+        Ok(Response::new(view.into()))
     }
 }
 

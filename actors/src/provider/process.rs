@@ -27,7 +27,7 @@ use rustix::process::{Pid, Signal, kill_process};
 use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 
-use super::sim::{lock, next_id, not_found, parse_state};
+use super::sim::{insert_machine, lock, next_id, not_found, parse_state, volume_exists};
 use super::{
     MachineId, MachineInfo, MachineProvider, MachineSpec, MachineState, ProviderError, SnapshotId,
     VolumeId, VolumeSource,
@@ -512,12 +512,6 @@ fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
     Ok(())
 }
 
-fn volume_exists(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<bool> {
-    tx.query_row("SELECT 1 FROM volumes WHERE id = ?1", [id], |_| Ok(()))
-        .optional()
-        .map(|found| found.is_some())
-}
-
 fn load_row(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<Option<Row>> {
     let row = tx
         .query_row(
@@ -668,29 +662,7 @@ impl MachineProvider for ProcessProvider {
     }
 
     fn create_machine(&self, spec: MachineSpec) -> BoxFuture<'_, Result<MachineId, ProviderError>> {
-        Box::pin(async move {
-            self.transact(|tx| {
-                if !volume_exists(tx, &spec.volume.0)? {
-                    return Ok(Err(not_found("volume", &spec.volume.0)));
-                }
-                let metadata = codec::encode(&spec.metadata)
-                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
-                let (seq, id) = next_id(tx, "machine", "m")?;
-                tx.execute(
-                    "INSERT INTO machines (id, seq, state, image, volume, metadata)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![
-                        id,
-                        seq,
-                        MachineState::Created.as_str(),
-                        spec.image,
-                        spec.volume.0,
-                        metadata
-                    ],
-                )?;
-                Ok(Ok(MachineId(id)))
-            })
-        })
+        Box::pin(async move { self.transact(|tx| insert_machine(tx, &spec)) })
     }
 
     fn start_machine(&self, machine: &MachineId) -> BoxFuture<'_, Result<(), ProviderError>> {

@@ -439,10 +439,37 @@ pub(super) fn next_id(
     Ok((n, format!("{prefix}-{n}")))
 }
 
-fn volume_exists(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<bool> {
+pub(super) fn volume_exists(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<bool> {
     tx.query_row("SELECT 1 FROM volumes WHERE id = ?1", [id], |_| Ok(()))
         .optional()
         .map(|found| found.is_some())
+}
+
+/// Record a new machine, `Created`, on an existing volume. Both providers keep machines in a
+/// `machines` table of this shape (the process provider adds columns of its own).
+pub(super) fn insert_machine(
+    tx: &Transaction<'_>,
+    spec: &MachineSpec,
+) -> rusqlite::Result<Result<MachineId, ProviderError>> {
+    if !volume_exists(tx, &spec.volume.0)? {
+        return Ok(Err(not_found("volume", &spec.volume.0)));
+    }
+    let metadata = codec::encode(&spec.metadata)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
+    let (seq, id) = next_id(tx, "machine", "m")?;
+    tx.execute(
+        "INSERT INTO machines (id, seq, state, image, volume, metadata)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            id,
+            seq,
+            MachineState::Created.as_str(),
+            spec.image,
+            spec.volume.0,
+            metadata
+        ],
+    )?;
+    Ok(Ok(MachineId(id)))
 }
 
 fn snapshot_exists(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<bool> {
@@ -592,27 +619,7 @@ impl MachineProvider for SimProvider {
     fn create_machine(&self, spec: MachineSpec) -> BoxFuture<'_, Result<MachineId, ProviderError>> {
         Box::pin(async move {
             let id = self
-                .call(Op::CreateMachine, move |tx| {
-                    if !volume_exists(tx, &spec.volume.0)? {
-                        return Ok(Err(not_found("volume", &spec.volume.0)));
-                    }
-                    let metadata = codec::encode(&spec.metadata)
-                        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
-                    let (seq, id) = next_id(tx, "machine", "m")?;
-                    tx.execute(
-                        "INSERT INTO machines (id, seq, state, image, volume, metadata)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                        params![
-                            id,
-                            seq,
-                            MachineState::Created.as_str(),
-                            spec.image,
-                            spec.volume.0,
-                            metadata
-                        ],
-                    )?;
-                    Ok(Ok(MachineId(id)))
-                })
+                .call(Op::CreateMachine, move |tx| insert_machine(tx, &spec))
                 .await?;
             self.machines_created.fetch_add(1, Ordering::SeqCst);
             Ok(id)
