@@ -27,7 +27,9 @@ use rustix::process::{Pid, Signal, kill_process};
 use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 
-use super::sim::{insert_machine, lock, next_id, not_found, parse_state, volume_exists};
+use super::sim::{
+    delete_volume_row, insert_machine, lock, next_id, not_found, parse_state, volume_exists,
+};
 use super::{
     MachineId, MachineInfo, MachineProvider, MachineSpec, MachineState, ProviderError, SnapshotId,
     VolumeId, VolumeSource,
@@ -631,26 +633,7 @@ impl MachineProvider for ProcessProvider {
     fn delete_volume(&self, volume: &VolumeId) -> BoxFuture<'_, Result<(), ProviderError>> {
         let volume = volume.0.clone();
         Box::pin(async move {
-            self.transact(|tx| {
-                if !volume_exists(tx, &volume)? {
-                    return Ok(Err(not_found("volume", &volume)));
-                }
-                let user: Option<String> = tx
-                    .query_row(
-                        "SELECT id FROM machines WHERE volume = ?1 AND state != 'destroyed'
-                         ORDER BY seq LIMIT 1",
-                        [&volume],
-                        |row| row.get(0),
-                    )
-                    .optional()?;
-                if let Some(machine) = user {
-                    return Ok(Err(ProviderError::Refused(format!(
-                        "volume {volume} is attached to machine {machine}"
-                    ))));
-                }
-                tx.execute("DELETE FROM volumes WHERE id = ?1", [&volume])?;
-                Ok(Ok(()))
-            })?;
+            self.transact(|tx| delete_volume_row(tx, &volume))?;
             let dir = volumes_dir(&self.config.root).join(&volume);
             let removed = tokio::task::spawn_blocking(move || fs::remove_dir_all(dir)).await;
             if !matches!(removed, Ok(Ok(()))) {

@@ -445,6 +445,32 @@ pub(super) fn volume_exists(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<
         .map(|found| found.is_some())
 }
 
+/// Delete a volume's row unless a machine that is not destroyed still uses it (shared by both
+/// providers, like [`insert_machine`]).
+pub(super) fn delete_volume_row(
+    tx: &Transaction<'_>,
+    volume: &str,
+) -> rusqlite::Result<Result<(), ProviderError>> {
+    if !volume_exists(tx, volume)? {
+        return Ok(Err(not_found("volume", volume)));
+    }
+    let user: Option<String> = tx
+        .query_row(
+            "SELECT id FROM machines WHERE volume = ?1 AND state != 'destroyed'
+             ORDER BY seq LIMIT 1",
+            [volume],
+            |row| row.get(0),
+        )
+        .optional()?;
+    if let Some(machine) = user {
+        return Ok(Err(ProviderError::Refused(format!(
+            "volume {volume} is attached to machine {machine}"
+        ))));
+    }
+    tx.execute("DELETE FROM volumes WHERE id = ?1", [volume])?;
+    Ok(Ok(()))
+}
+
 /// Record a new machine, `Created`, on an existing volume. Both providers keep machines in a
 /// `machines` table of this shape (the process provider adds columns of its own).
 pub(super) fn insert_machine(
@@ -594,26 +620,7 @@ impl MachineProvider for SimProvider {
 
     fn delete_volume(&self, volume: &VolumeId) -> BoxFuture<'_, Result<(), ProviderError>> {
         let volume = volume.0.clone();
-        self.call(Op::DeleteVolume, move |tx| {
-            if !volume_exists(tx, &volume)? {
-                return Ok(Err(not_found("volume", &volume)));
-            }
-            let user: Option<String> = tx
-                .query_row(
-                    "SELECT id FROM machines WHERE volume = ?1 AND state != 'destroyed'
-                     ORDER BY seq LIMIT 1",
-                    [&volume],
-                    |row| row.get(0),
-                )
-                .optional()?;
-            if let Some(machine) = user {
-                return Ok(Err(ProviderError::Refused(format!(
-                    "volume {volume} is attached to machine {machine}"
-                ))));
-            }
-            tx.execute("DELETE FROM volumes WHERE id = ?1", [&volume])?;
-            Ok(Ok(()))
-        })
+        self.call(Op::DeleteVolume, move |tx| delete_volume_row(tx, &volume))
     }
 
     fn create_machine(&self, spec: MachineSpec) -> BoxFuture<'_, Result<MachineId, ProviderError>> {
