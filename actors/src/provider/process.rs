@@ -20,15 +20,16 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use clawdo_storage::codec;
 use clawdo_storage::rusqlite::{self, Connection, OptionalExtension as _, Transaction, params};
+use clawdo_storage::{Migration, codec};
 use futures::future::BoxFuture;
 use rustix::process::{Pid, Signal, kill_process};
 use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 
 use super::sim::{
-    delete_volume_row, insert_machine, lock, next_id, not_found, parse_state, volume_exists,
+    delete_volume_row, insert_machine, lock, next_id, not_found, parse_state, prepare_provider_db,
+    volume_exists,
 };
 use super::{
     MachineId, MachineInfo, MachineProvider, MachineSpec, MachineState, ProviderError, SnapshotId,
@@ -39,9 +40,6 @@ use super::{
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How often a process that is not our child is checked while it exits.
 const EXIT_POLL: Duration = Duration::from_millis(25);
-
-/// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
 
 /// The schema of `process.db`.
 const SCHEMA: &str = "
@@ -68,6 +66,13 @@ const SCHEMA: &str = "
     CREATE INDEX machines_by_volume ON machines (volume, seq);
 ";
 
+/// Schema steps, run by the storage crate's migration runner (`PRAGMA user_version`; a file
+/// written by a newer build is refused).
+const MIGRATIONS: &[Migration] = &[Migration {
+    name: "process provider state",
+    sql: SCHEMA,
+}];
+
 /// Why the process provider could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -86,14 +91,10 @@ pub enum Error {
     /// `process.db` could not be opened or initialized.
     #[error("process provider database")]
     Database(#[from] rusqlite::Error),
-    /// `process.db` was written by a newer clawdo.
-    #[error("process provider database has schema version {found}; this build knows up to {known}")]
-    TooNew {
-        /// Version found in the file.
-        found: i64,
-        /// Newest version this build knows.
-        known: i64,
-    },
+    /// The schema could not be brought up to date (e.g. the file was written by a newer
+    /// clawdo).
+    #[error("process provider database schema")]
+    Schema(#[from] clawdo_storage::Error),
 }
 
 /// Where the process provider keeps its machines and what it runs.
@@ -150,22 +151,7 @@ impl ProcessProvider {
             fs::create_dir_all(&dir).map_err(|source| Error::Io { path: dir, source })?;
         }
         let mut conn = Connection::open(config.root.join("process.db"))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
-        if version > SCHEMA_VERSION {
-            return Err(Error::TooNew {
-                found: version,
-                known: SCHEMA_VERSION,
-            });
-        }
-        if version == 0 {
-            let tx = conn.transaction()?;
-            tx.execute_batch(SCHEMA)?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-            tx.commit()?;
-        }
+        prepare_provider_db(&mut conn, MIGRATIONS)?;
         Ok(ProcessProvider {
             config,
             db: Mutex::new(conn),

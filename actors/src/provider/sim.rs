@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use clawdo_storage::codec;
 use clawdo_storage::rusqlite::{self, Connection, OptionalExtension as _, Transaction, params};
+use clawdo_storage::{Migration, codec};
 use futures::future::BoxFuture;
 use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng as _};
@@ -25,9 +25,6 @@ use super::{
     MachineId, MachineInfo, MachineProvider, MachineSpec, MachineState, ProviderError, SnapshotId,
     VolumeId, VolumeSource,
 };
-
-/// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
 
 /// The schema of a sim provider file.
 const SCHEMA: &str = "
@@ -55,6 +52,13 @@ const SCHEMA: &str = "
     CREATE INDEX machines_by_volume ON machines (volume, seq);
 ";
 
+/// Schema steps, run by the storage crate's migration runner (`PRAGMA user_version`; a file
+/// written by a newer build is refused).
+const MIGRATIONS: &[Migration] = &[Migration {
+    name: "sim provider state",
+    sql: SCHEMA,
+}];
+
 /// Why the sim provider could not be opened or reconfigured.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -64,14 +68,10 @@ pub enum Error {
     /// The provider's database could not be opened or initialized.
     #[error("sim provider database")]
     Database(#[from] rusqlite::Error),
-    /// The database was written by a newer clawdo.
-    #[error("sim provider database has schema version {found}; this build knows up to {known}")]
-    TooNew {
-        /// Version found in the file.
-        found: i64,
-        /// Newest version this build knows.
-        known: i64,
-    },
+    /// The schema could not be brought up to date (e.g. the file was written by a newer
+    /// clawdo).
+    #[error("sim provider database schema")]
+    Schema(#[from] clawdo_storage::Error),
 }
 
 /// Behaviour of the sim provider.
@@ -214,22 +214,7 @@ impl SimProvider {
     pub fn open(path: impl AsRef<Path>, config: SimConfig) -> Result<SimProvider, Error> {
         config.validate()?;
         let mut conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
-        if version > SCHEMA_VERSION {
-            return Err(Error::TooNew {
-                found: version,
-                known: SCHEMA_VERSION,
-            });
-        }
-        if version == 0 {
-            let tx = conn.transaction()?;
-            tx.execute_batch(SCHEMA)?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-            tx.commit()?;
-        }
+        prepare_provider_db(&mut conn, MIGRATIONS)?;
         let created: i64 = conn
             .query_row(
                 "SELECT last FROM counters WHERE kind = 'machine'",
@@ -437,6 +422,23 @@ pub(super) fn next_id(
         |row| row.get(0),
     )?;
     Ok((n, format!("{prefix}-{n}")))
+}
+
+/// Put a provider's state file in shape: WAL, `synchronous=NORMAL`, a busy timeout, and the
+/// schema migrated with the storage crate's runner (shared by both built-in providers).
+pub(super) fn prepare_provider_db(
+    conn: &mut Connection,
+    migrations: &[Migration],
+) -> Result<(), clawdo_storage::Error> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let path = conn
+        .path()
+        .map(std::path::PathBuf::from)
+        .unwrap_or_default();
+    clawdo_storage::migrate::run_migrations(conn, &path, migrations)?;
+    Ok(())
 }
 
 pub(super) fn volume_exists(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<bool> {
