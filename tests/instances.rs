@@ -176,14 +176,15 @@ async fn busy_instances_refuse_changes_but_answer_reads_and_a_lease_returns_them
         "reads answer while the provider hangs"
     );
 
-    // The hung call's lease runs out: the instance is returned, not wedged.
-    set_sim(&rt, SimConfig::default());
+    // The hung call's lease runs out: the instance is returned, not wedged. (The sim keeps
+    // hanging until then: the restart's task may reach it only now.)
     clock.advance(Duration::from_secs(600));
     rt.host().settle_alarms().await.unwrap();
     let after = api.get(&admin, "busy").await.unwrap();
     assert_eq!(after.status, Status::Stopped);
     assert_eq!(after.reason, "lease expired during restart");
     assert_eq!(after.operation, None);
+    set_sim(&rt, SimConfig::default());
     api.start(&admin, "busy").await.unwrap();
     wait_for(&rt, "busy", Status::Running).await;
     rt.shutdown(Duration::from_secs(5)).await.unwrap();
