@@ -38,6 +38,12 @@
 //! reconcile-stopped = 1800
 //! op-lease = 600
 //! default-image = "claw:latest"
+//!
+//! [fleet]
+//! max-concurrent = 2                  # scheduled operations at once, fleet-wide
+//! lease = 1200                        # seconds a claimed slot is held before the reaper
+//! pressure-delay = 30                 # seconds a claim waits while users' calls queue
+//! max-pressure-deferral = 600         # at most this much waiting per target, in total
 //! ```
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -48,6 +54,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use clawdo_actors::Durability;
+use clawdo_actors::fleet::FleetConfig;
 use clawdo_actors::instance::{InstanceConfig, validate};
 use clawdo_actors::provider::LimiterConfig;
 use clawdo_actors::provider::sim::{self, SimConfig};
@@ -140,6 +147,10 @@ pub struct Config {
     pub provider: ProviderConfig,
     /// The instance class: reconcile periods and operation lease (seconds), default image.
     pub instance: InstanceConfig,
+    /// The fleet: cap on concurrent scheduled operations (default 2), slot lease (seconds,
+    /// default 1200), interactive-pressure delay (default 30) and its total bound (default
+    /// 600).
+    pub fleet: FleetConfig,
 }
 
 impl Default for Config {
@@ -153,6 +164,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             provider: ProviderConfig::default(),
             instance: InstanceConfig::default(),
+            fleet: FleetConfig::default(),
         }
     }
 }
@@ -264,6 +276,19 @@ impl Config {
             if value.is_zero() {
                 return Err(Error::Invalid(format!("{key} must be at least 1 second")));
             }
+        }
+        for (key, value) in [
+            ("fleet.lease", self.fleet.lease),
+            ("fleet.pressure-delay", self.fleet.pressure_delay),
+        ] {
+            if value.is_zero() {
+                return Err(Error::Invalid(format!("{key} must be at least 1 second")));
+            }
+        }
+        if self.fleet.max_pressure_deferral < self.fleet.pressure_delay {
+            return Err(Error::Invalid(
+                "fleet.max-pressure-deferral must be at least fleet.pressure-delay".into(),
+            ));
         }
         validate::image_tag(&instance.default_image)
             .map_err(|e| Error::Invalid(format!("instance.default-image: {e}")))?;
@@ -616,6 +641,9 @@ mod tests {
             ("CLAWDO_PROVIDER_LIMITS_MAX_IN_FLIGHT", "0"),
             ("CLAWDO_PROVIDER_KIND", "cloud"),
             ("CLAWDO_INSTANCE_DEFAULT_IMAGE", ""),
+            ("CLAWDO_FLEET_MAX_CONCURRENT", "0"),
+            ("CLAWDO_FLEET_MAX_CONCURRENT", "two"),
+            ("CLAWDO_FLEET_LEASE", "0"),
         ] {
             let error = Config::default()
                 .with_env(env(&[(var, value)]))
@@ -648,6 +676,10 @@ mod tests {
             "CLAWDO_INSTANCE_RECONCILE_STOPPED",
             "CLAWDO_INSTANCE_OP_LEASE",
             "CLAWDO_INSTANCE_DEFAULT_IMAGE",
+            "CLAWDO_FLEET_MAX_CONCURRENT",
+            "CLAWDO_FLEET_LEASE",
+            "CLAWDO_FLEET_PRESSURE_DELAY",
+            "CLAWDO_FLEET_MAX_PRESSURE_DEFERRAL",
         ] {
             assert!(
                 vars.iter().any(|v| v == expected),

@@ -5,6 +5,8 @@
 //!
 //! # Layout
 //! - [`runtime`]: the [`Runtime`] builder and handle embedders use.
+//! - [`actions`]: scheduled admin actions (restart, version change) over many instances
+//!   ([`actions::Actions`]), admin-only.
 //! - [`instances`]: claw instance operations as an admin or an owner ([`instances::Instances`]).
 //! - [`config`]: the server's one [`config::Config`] (TOML file, `CLAWDO_*` environment
 //!   overrides, defaults) and `--print-config`.
@@ -24,6 +26,7 @@
 //! - `src/main.rs`, `src/cli.rs` (binary only): `clawdo serve` flags and config loading,
 //!   the `clawdo instance …` commands, logging, OS signals.
 
+pub mod actions;
 pub mod auth;
 pub mod client;
 pub mod config;

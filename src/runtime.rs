@@ -11,12 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clawdo_actors::demo::Counter;
+use clawdo_actors::fleet::{FLEET_ID, Fleet, FleetConfig, FleetRequest, FleetServices, FleetStats};
 use clawdo_actors::instance::{EventHub, Instance, InstanceConfig, InstanceServices};
 use clawdo_actors::provider::sim::{SimConfig, SimProvider};
 use clawdo_actors::provider::{LimiterConfig, MachineProvider, Provider};
 use clawdo_actors::registry::Registry;
 use clawdo_actors::{Clock, Durability, Host, HostBuilder, HostConfig, Object};
 
+use crate::actions::Actions;
 use crate::instances::Instances;
 
 pub use clawdo_actors::LatencySummary;
@@ -50,6 +52,11 @@ pub struct RuntimeStats {
     pub alarms_fired: u64,
     /// Lateness of alarm fires since start (handler start minus scheduled time).
     pub alarm_lateness: LatencySummary,
+    /// The fleet: slots in use, the cap, deferred and refused claims.
+    pub fleet: FleetStats,
+    /// The sim provider's recorded peak of concurrent mutating calls (`None`: another
+    /// provider).
+    pub sim_peak_concurrent_mutations: Option<u64>,
 }
 
 /// Builder for [`Runtime`]. Every setting has a default; see each method.
@@ -62,6 +69,7 @@ pub struct RuntimeBuilder {
     sim: SimConfig,
     limits: LimiterConfig,
     instances: InstanceConfig,
+    fleet: FleetConfig,
 }
 
 /// Class registrations are applied to the host builder as they come.
@@ -87,6 +95,7 @@ impl Default for RuntimeBuilder {
             sim: SimConfig::default(),
             limits: LimiterConfig::default(),
             instances: InstanceConfig::default(),
+            fleet: FleetConfig::default(),
         }
     }
 }
@@ -153,6 +162,13 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Settings of the fleet (cap on concurrent scheduled work, slot lease, interactive
+    /// pressure deferral).
+    pub fn fleet_config(mut self, config: FleetConfig) -> Self {
+        self.fleet = config;
+        self
+    }
+
     /// Register an object class of the embedder's own.
     pub fn register<C: Object>(mut self) -> Self {
         let previous = self.host.0.take();
@@ -189,21 +205,36 @@ impl RuntimeBuilder {
             hub: EventHub::default(),
             config: self.instances,
         });
+        let fleet = Arc::new(FleetServices::new(self.fleet));
         let mut builder = HostBuilder::new(self.data_dir)
             .config(self.config)
             .service(Arc::clone(&services))
+            .service(Arc::clone(&fleet))
             .register::<Counter>()
             .register::<Instance>()
-            .register::<Registry>();
+            .register::<Registry>()
+            .register::<Fleet>();
         if let Some(clock) = self.clock {
             builder = builder.clock(clock);
         }
         if let Some(register) = self.host.0 {
             builder = register(builder);
         }
+        let host = builder.start().await?;
+        // Activate the fleet now: runs orphaned by a previous process are failed and their
+        // slots freed at once, and waiting targets are woken, instead of at the next lease.
+        match host
+            .get::<Fleet>(FLEET_ID)?
+            .call(FleetRequest::Ping)
+            .await?
+        {
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "the fleet could not start cleanly"),
+        }
         Ok(Runtime {
-            host: builder.start().await?,
+            host,
             services,
+            fleet,
             sim,
         })
     }
@@ -214,6 +245,7 @@ impl RuntimeBuilder {
 pub struct Runtime {
     host: Host,
     services: Arc<InstanceServices>,
+    fleet: Arc<FleetServices>,
     sim: Option<Arc<SimProvider>>,
 }
 
@@ -231,6 +263,11 @@ impl Runtime {
     /// Claw instance operations.
     pub fn instances(&self) -> Instances {
         Instances::new(self.host.clone())
+    }
+
+    /// Scheduled admin actions (admin operations).
+    pub fn actions(&self) -> Actions {
+        Actions::new(self.host.clone())
     }
 
     /// The machine provider with its limiter.
@@ -252,6 +289,11 @@ impl Runtime {
             armed_alarms: s.armed_alarms,
             alarms_fired: s.alarms_fired,
             alarm_lateness: s.alarm_lateness,
+            fleet: self.fleet.stats(),
+            sim_peak_concurrent_mutations: self
+                .sim
+                .as_ref()
+                .map(|sim| sim.peak_concurrent_mutations() as u64),
         }
     }
 

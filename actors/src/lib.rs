@@ -16,6 +16,8 @@
 //! - [`provider`]: the [`provider::MachineProvider`] contract, its limiter (interactive calls
 //!   first) and the `sim` and `process` providers.
 //! - [`instance`]: the `instance` class: one claw instance and its machine's lifecycle.
+//! - [`fleet`]: the `fleet` class (singleton): scheduled admin actions, the fleet-wide cap on
+//!   scheduled work, leases, reaper and drain.
 //! - [`registry`]: the `registry` class: one per owner, the owner's instance routes.
 //! - [`demo`]: a small counter class used by tests, benches and the embedding example.
 //! - [`error`]: this layer's [`Error`].
@@ -27,6 +29,7 @@ pub mod config;
 pub mod demo;
 mod dispatcher;
 pub mod error;
+pub mod fleet;
 pub mod host;
 pub mod id;
 pub mod instance;

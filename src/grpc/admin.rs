@@ -72,6 +72,7 @@ mod tests {
                 p99_ms: 9.9,
                 max_ms: 12.0,
             },
+            ..RuntimeStats::default()
         };
         let encoded = pb::StatsResponse::from(stats);
         assert_eq!(

@@ -12,7 +12,9 @@
 //! - [`model`]: statuses, the record, the view, events and errors.
 //! - [`validate`]: input checks used by every entry point.
 //! - [`hub`]: fan-out of events to watchers.
+//! - [`fleet`]: the instance's side of scheduled admin actions (apply path, banner, repair).
 
+pub mod fleet;
 pub mod hub;
 pub mod model;
 pub mod validate;
@@ -130,6 +132,8 @@ pub enum InstanceRequest {
     OpProgress(OpOutcome),
     /// A reconcile check finished (internal).
     Reconciled(Result<MachineState, ProviderError>),
+    /// A message from the fleet about a scheduled target (internal).
+    Fleet(fleet::FleetNotice),
 }
 
 /// A user operation on an existing instance.
@@ -175,6 +179,8 @@ pub enum InstanceReply {
     Watch(InstanceView, broadcast::Receiver<InstanceEvent>),
     /// Internal message applied.
     Ack,
+    /// A fleet wake-up was answered: whether the instance asked the fleet (claimed or skipped).
+    Fleet(bool),
 }
 
 /// The instance object.
@@ -183,6 +189,8 @@ pub struct Instance {
     record: Option<Record>,
     /// The provider task of the operation in flight (this process only).
     task: Mutex<Option<AbortHandle>>,
+    /// Scheduled-action state (its own KV key, not part of the record).
+    fleet: fleet::FleetLink,
 }
 
 impl std::fmt::Debug for Instance {
@@ -421,7 +429,7 @@ impl Instance {
     fn view(&self) -> Result<InstanceView, InstanceError> {
         self.record
             .as_ref()
-            .map(InstanceView::from)
+            .map(|r| self.with_banner(InstanceView::from(r)))
             .ok_or_else(|| InstanceError::Internal("no record".into()))
     }
 
@@ -524,7 +532,8 @@ impl Instance {
                 lease: Some(None),
                 reconcile: Some(reconcile),
             },
-        )
+        )?;
+        self.fleet_op_ended(ctx, op.id, fleet::outcome_reason(&outcome))
     }
 
     /// Record infrastructure a provision task created, before it goes on.
@@ -588,7 +597,13 @@ impl Instance {
                 lease: Some(None),
                 reconcile: Some(Some(reconcile)),
             },
-        )
+        )?;
+        let reason = if why == "lease expired" {
+            "lease_expired"
+        } else {
+            "interrupted"
+        };
+        self.fleet_op_ended(ctx, op.id, Err(reason.into()))
     }
 
     fn reconciled(
@@ -666,8 +681,8 @@ impl Instance {
             } => self
                 .provision(ctx, owner, image_tag, pinned)
                 .map(InstanceReply::View),
-            InstanceRequest::Get { owner_scope } => Ok(InstanceReply::View(InstanceView::from(
-                self.visible(owner_scope.as_deref(), &id)?,
+            InstanceRequest::Get { owner_scope } => Ok(InstanceReply::View(self.with_banner(
+                InstanceView::from(self.visible(owner_scope.as_deref(), &id)?),
             ))),
             InstanceRequest::Op { op, owner_scope } => {
                 self.visible(owner_scope.as_deref(), &id)?;
@@ -682,7 +697,9 @@ impl Instance {
                 events_page(ctx, &id, after, limit).map(InstanceReply::Events)
             }
             InstanceRequest::Watch { owner_scope } => {
-                let view = InstanceView::from(self.visible(owner_scope.as_deref(), &id)?);
+                let view = self.with_banner(InstanceView::from(
+                    self.visible(owner_scope.as_deref(), &id)?,
+                ));
                 Ok(InstanceReply::Watch(view, self.services.hub.subscribe(&id)))
             }
             InstanceRequest::OpFinished(outcome) => {
@@ -694,6 +711,7 @@ impl Instance {
             InstanceRequest::Reconciled(state) => {
                 self.reconciled(ctx, state).map(|()| InstanceReply::Ack)
             }
+            InstanceRequest::Fleet(_) => Err(internal("fleet notices are served by handle")),
         }
     }
 }
@@ -875,6 +893,7 @@ impl Object for Instance {
             services,
             record,
             task: Mutex::new(None),
+            fleet: fleet::load_link(ctx)?,
         };
         let epoch = ctx.host().epoch();
         if instance
@@ -890,7 +909,10 @@ impl Object for Instance {
     }
 
     async fn handle(&mut self, ctx: &mut Ctx, request: InstanceRequest) -> Self::Response {
-        self.serve(ctx, request)
+        match request {
+            InstanceRequest::Fleet(notice) => self.fleet_notice(ctx, notice).await,
+            request => self.serve(ctx, request),
+        }
     }
 
     async fn alarm(&mut self, ctx: &mut Ctx, alarm: AlarmInfo) -> Result<(), HandlerError> {
@@ -925,6 +947,6 @@ impl Object for Instance {
                 }
             }
         }
-        Ok(())
+        self.fleet_alarm(ctx, &alarm).await
     }
 }

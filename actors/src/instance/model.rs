@@ -261,6 +261,8 @@ pub struct InstanceView {
     pub next_reconcile_at: Option<UnixMillis>,
     /// The operation in flight.
     pub operation: Option<OpKind>,
+    /// The upcoming scheduled admin action (the status banner), if any.
+    pub upcoming_action: Option<crate::fleet::TargetTicket>,
 }
 
 impl From<&Record> for InstanceView {
@@ -281,6 +283,7 @@ impl From<&Record> for InstanceView {
             last_reconcile_at: r.last_reconcile_at,
             next_reconcile_at: r.next_reconcile_at,
             operation: r.op.as_ref().map(|o| o.kind),
+            upcoming_action: None,
         }
     }
 }

@@ -1,0 +1,530 @@
+//! The fleet's data: action kinds and statuses, what callers send and see, the ticket an
+//! instance keeps for its upcoming target, this layer's [`ActionError`], and `run_at` parsing.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::UnixMillis;
+
+/// Most targets one action may have (SPEC §6).
+pub const MAX_TARGETS: usize = 10_000;
+/// Most stages one action may have.
+pub const MAX_STAGES: usize = 16;
+
+/// What an action does to each target instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ActionKind {
+    /// Redeploy on the current image (restart a running machine).
+    ScheduledRestart,
+    /// Redeploy on a chosen image tag, with an optional pin override.
+    VersionChange,
+}
+
+impl ActionKind {
+    /// Stored and shown name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::ScheduledRestart => "scheduled_restart",
+            ActionKind::VersionChange => "version_change",
+        }
+    }
+
+    /// Parse a stored name.
+    pub fn parse(s: &str) -> Option<ActionKind> {
+        [ActionKind::ScheduledRestart, ActionKind::VersionChange]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// Lifecycle of an action (the parent row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ActionStatus {
+    /// No target claimed yet.
+    Scheduled,
+    /// At least one target was claimed; not every target is terminal.
+    Running,
+    /// Every target is terminal.
+    Completed,
+    /// Cancelled: pending targets were cancelled; running ones finish.
+    Cancelled,
+}
+
+impl ActionStatus {
+    /// Stored and shown name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionStatus::Scheduled => "scheduled",
+            ActionStatus::Running => "running",
+            ActionStatus::Completed => "completed",
+            ActionStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parse a stored name.
+    pub fn parse(s: &str) -> Option<ActionStatus> {
+        [
+            ActionStatus::Scheduled,
+            ActionStatus::Running,
+            ActionStatus::Completed,
+            ActionStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// Lifecycle of one target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TargetStatus {
+    /// Waiting for its time, its stage, or a slot.
+    Pending,
+    /// Holds a slot; the side effect runs.
+    Running,
+    /// The side effect succeeded.
+    Applied,
+    /// Did not apply to the instance (destroyed, pinned, not running, ...).
+    Skipped,
+    /// The side effect failed or its lease expired.
+    Failed,
+    /// Cancelled before it was claimed.
+    Cancelled,
+}
+
+impl TargetStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [TargetStatus; 6] = [
+        TargetStatus::Pending,
+        TargetStatus::Running,
+        TargetStatus::Applied,
+        TargetStatus::Skipped,
+        TargetStatus::Failed,
+        TargetStatus::Cancelled,
+    ];
+
+    /// Stored and shown name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetStatus::Pending => "pending",
+            TargetStatus::Running => "running",
+            TargetStatus::Applied => "applied",
+            TargetStatus::Skipped => "skipped",
+            TargetStatus::Failed => "failed",
+            TargetStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parse a stored name.
+    pub fn parse(s: &str) -> Option<TargetStatus> {
+        TargetStatus::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Whether the target is done for good.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, TargetStatus::Pending | TargetStatus::Running)
+    }
+}
+
+/// One stage of a new action: the next `count` targets (in the order given), not before
+/// `run_at`. Targets left over after every stage's count go to the last stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageSpec {
+    /// Label, e.g. `canary` (1-64 printable characters).
+    pub name: String,
+    /// How many targets this stage takes (at least 1).
+    pub count: usize,
+    /// Not before this time (`None`: the action's `run_at`; never earlier than it).
+    pub run_at: Option<UnixMillis>,
+}
+
+/// A new action, as the embedding API takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleSpec {
+    /// Restart or version change.
+    pub kind: ActionKind,
+    /// Target image of a version change (required for it, refused for a restart).
+    pub image_tag: Option<String>,
+    /// Pin override of a version change (`None`: unchanged; pinned instances are skipped).
+    pub pin: Option<bool>,
+    /// When to start (`None`: now).
+    pub run_at: Option<UnixMillis>,
+    /// Lease of each claimed slot (`None`: the configured default).
+    pub lease: Option<Duration>,
+    /// Instance ids (1 to [`MAX_TARGETS`], duplicates are dropped).
+    pub targets: Vec<String>,
+    /// Stages (empty: one stage with every target).
+    pub stages: Vec<StageSpec>,
+}
+
+/// What a target instance keeps about its upcoming target (and shows as its banner).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetTicket {
+    /// The action.
+    pub action_id: i64,
+    /// The target row.
+    pub target_id: i64,
+    /// What it will do.
+    pub kind: ActionKind,
+    /// Target image of a version change.
+    pub image_tag: Option<String>,
+    /// Pin override of a version change.
+    pub pin: Option<bool>,
+    /// Not before this time.
+    pub run_at: UnixMillis,
+}
+
+/// Target counts of an action by status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetCounts {
+    /// Every target.
+    pub total: u64,
+    /// Waiting.
+    pub pending: u64,
+    /// Holding a slot.
+    pub running: u64,
+    /// Applied.
+    pub applied: u64,
+    /// Skipped.
+    pub skipped: u64,
+    /// Failed.
+    pub failed: u64,
+    /// Cancelled.
+    pub cancelled: u64,
+}
+
+impl TargetCounts {
+    /// Targets that are done for good.
+    pub fn terminal(&self) -> u64 {
+        self.applied + self.skipped + self.failed + self.cancelled
+    }
+}
+
+/// An action as callers see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionSummary {
+    /// Action id.
+    pub id: i64,
+    /// Restart or version change.
+    pub kind: ActionKind,
+    /// Target image of a version change.
+    pub image_tag: Option<String>,
+    /// Pin override.
+    pub pin: Option<bool>,
+    /// Status.
+    pub status: ActionStatus,
+    /// Scheduled start.
+    pub run_at: UnixMillis,
+    /// Lease of each slot, milliseconds.
+    pub lease_ms: i64,
+    /// Who scheduled it.
+    pub created_by: String,
+    /// When.
+    pub created_at: UnixMillis,
+    /// Last change.
+    pub updated_at: UnixMillis,
+    /// When every target became terminal (or the action was cancelled).
+    pub completed_at: Option<UnixMillis>,
+    /// Targets by status.
+    pub counts: TargetCounts,
+}
+
+/// One stage as callers see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageView {
+    /// Position (0 first).
+    pub index: u32,
+    /// Label.
+    pub name: String,
+    /// Not before.
+    pub run_at: UnixMillis,
+    /// `scheduled`, `completed` or `cancelled`.
+    pub status: String,
+}
+
+/// One target as callers see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetView {
+    /// Target id.
+    pub id: i64,
+    /// Instance id.
+    pub instance_id: String,
+    /// Stage index.
+    pub stage: u32,
+    /// Status.
+    pub status: TargetStatus,
+    /// Not before.
+    pub run_at: UnixMillis,
+    /// The instance's image when scheduled.
+    pub source_tag: String,
+    /// When its slot was claimed.
+    pub slot_claimed_at: Option<UnixMillis>,
+    /// When its slot's lease runs out (while running).
+    pub lease_expires_at: Option<UnixMillis>,
+    /// When it became terminal.
+    pub completed_at: Option<UnixMillis>,
+    /// Why it failed or was skipped.
+    pub failure_reason: Option<String>,
+    /// Total interactive-pressure deferral, milliseconds.
+    pub deferred_ms: i64,
+}
+
+/// An action with its stages and every target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionDetail {
+    /// The action.
+    pub action: ActionSummary,
+    /// Its stages.
+    pub stages: Vec<StageView>,
+    /// Its targets, by id.
+    pub targets: Vec<TargetView>,
+}
+
+/// What a run-now did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunNowOutcome {
+    /// Targets moved to "due now".
+    pub targets: u64,
+    /// Whether the cap was bypassed (an audit row was written).
+    pub forced: bool,
+}
+
+/// Why a fleet call was refused. Nothing was written when a call returns one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ActionError {
+    /// A field of the request is invalid.
+    #[error("invalid {field}: {reason}")]
+    InvalidArgument {
+        /// The field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A target instance does not exist.
+    #[error("instance {0} not found")]
+    InstanceNotFound(String),
+    /// Every target instance is destroyed.
+    #[error("every target instance is destroyed")]
+    AllDestroyed,
+    /// An instance already has a pending target under a scheduled or running action.
+    #[error("instance {instance_id} already has a pending target in action {action_id}")]
+    ConflictPendingAction {
+        /// The instance.
+        instance_id: String,
+        /// The action holding it.
+        action_id: i64,
+    },
+    /// No such action.
+    #[error("action {0} not found")]
+    NotFound(i64),
+    /// No such target in the action.
+    #[error("target {target_id} not found in action {action_id}")]
+    TargetNotFound {
+        /// The action.
+        action_id: i64,
+        /// The target.
+        target_id: i64,
+    },
+    /// The action or target is past the point where this call applies.
+    #[error("cannot {op}: it is {status}")]
+    WrongStatus {
+        /// The refused call, e.g. `cancel`.
+        op: &'static str,
+        /// The status it was refused in.
+        status: String,
+    },
+    /// Every fleet slot is taken; retry after the estimate.
+    #[error("the fleet's scheduled-work slots are full ({in_use}/{cap})")]
+    CapacityFull {
+        /// Slots in use.
+        in_use: u64,
+        /// The cap.
+        cap: u64,
+        /// When a slot is expected to free.
+        retry_after: Duration,
+    },
+    /// Storage or the runtime failed; nothing happened.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ActionError {
+    /// The machine-readable reason sent to clients (google.rpc.ErrorInfo).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ActionError::InvalidArgument { .. } => "INVALID_ARGUMENT",
+            ActionError::InstanceNotFound(_) => "INSTANCE_NOT_FOUND",
+            ActionError::AllDestroyed => "ALL_TARGETS_DESTROYED",
+            ActionError::ConflictPendingAction { .. } => "CONFLICT_PENDING_ACTION",
+            ActionError::NotFound(_) => "ACTION_NOT_FOUND",
+            ActionError::TargetNotFound { .. } => "TARGET_NOT_FOUND",
+            ActionError::WrongStatus { .. } => "ACTION_WRONG_STATUS",
+            ActionError::CapacityFull { .. } => "CAPACITY_FULL",
+            ActionError::Internal(_) => "INTERNAL",
+        }
+    }
+
+    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> ActionError {
+        ActionError::InvalidArgument {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<clawdo_storage::Error> for ActionError {
+    fn from(e: clawdo_storage::Error) -> Self {
+        ActionError::Internal(e.to_string())
+    }
+}
+
+impl From<clawdo_storage::rusqlite::Error> for ActionError {
+    fn from(e: clawdo_storage::rusqlite::Error) -> Self {
+        ActionError::Internal(e.to_string())
+    }
+}
+
+/// Parse an RFC 3339 time (`2026-05-01T12:00:00Z`, `2026-05-01T14:00:00.250+02:00`) into Unix
+/// milliseconds. Anything else is [`ActionError::InvalidArgument`] on `run_at`.
+pub fn parse_run_at(text: &str) -> Result<UnixMillis, ActionError> {
+    let bad = || ActionError::invalid("run_at", format!("{text:?} is not an RFC 3339 time"));
+    let b = text.trim().as_bytes();
+    let num = |range: std::ops::Range<usize>| -> Result<i64, ActionError> {
+        let digits = b.get(range).ok_or_else(bad)?;
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return Err(bad());
+        }
+        Ok(digits
+            .iter()
+            .fold(0i64, |acc, d| acc * 10 + i64::from(d - b'0')))
+    };
+    let sep = |i: usize, allowed: &[u8]| -> Result<(), ActionError> {
+        match b.get(i) {
+            Some(c) if allowed.contains(c) => Ok(()),
+            _ => Err(bad()),
+        }
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    sep(4, b"-")?;
+    sep(7, b"-")?;
+    sep(10, b"Tt ")?;
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    sep(13, b":")?;
+    sep(16, b":")?;
+    let mut i = 19;
+    let mut millis = 0i64;
+    if b.get(i) == Some(&b'.') {
+        let start = i + 1;
+        let mut end = start;
+        while b.get(end).is_some_and(u8::is_ascii_digit) {
+            end += 1;
+        }
+        if end == start {
+            return Err(bad());
+        }
+        let frac = num(start..end.min(start + 3))?;
+        millis = match end.min(start + 3) - start {
+            1 => frac * 100,
+            2 => frac * 10,
+            _ => frac,
+        };
+        i = end;
+    }
+    let offset_minutes = match b.get(i) {
+        Some(b'Z' | b'z') if b.len() == i + 1 => 0,
+        Some(sign @ (b'+' | b'-')) if b.len() == i + 6 => {
+            sep(i + 3, b":")?;
+            let (oh, om) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
+            if oh > 23 || om > 59 {
+                return Err(bad());
+            }
+            let minutes = oh * 60 + om;
+            if *sign == b'-' { -minutes } else { minutes }
+        }
+        _ => return Err(bad()),
+    };
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    let max_day = usize::try_from(month - 1)
+        .ok()
+        .and_then(|m| month_days.get(m).copied())
+        .ok_or_else(bad)?;
+    if !(1..=max_day).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        return Err(bad());
+    }
+    let days = days_from_civil(year, month, day);
+    let secs = days * 86_400 + hour * 3_600 + minute * 60 + second.min(59) - offset_minutes * 60;
+    Ok(secs * 1_000 + millis)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_times_parse() {
+        assert_eq!(parse_run_at("1970-01-01T00:00:00Z"), Ok(0));
+        assert_eq!(
+            parse_run_at("2024-05-01T12:00:00.123Z"),
+            Ok(1_714_564_800_123)
+        );
+        assert_eq!(
+            parse_run_at("2024-05-01T14:00:00.123+02:00"),
+            Ok(1_714_564_800_123)
+        );
+        assert_eq!(parse_run_at("2000-02-29T00:00:00.5Z"), Ok(951_782_400_500));
+        assert_eq!(parse_run_at("1969-12-31T23:59:59.999Z"), Ok(-1));
+    }
+
+    #[test]
+    fn bad_times_are_invalid_run_at() {
+        for bad in [
+            "",
+            "tomorrow",
+            "2024-05-01",
+            "2024-05-01T12:00:00",
+            "2024-13-01T00:00:00Z",
+            "2023-02-29T00:00:00Z",
+            "2024-05-01T24:00:00Z",
+            "2024-05-01T12:00:00.Z",
+            "2024-05-01T12:00:00+2:00",
+            "2024-05-01T12:00:00Zjunk",
+            "２024-05-01T12:00:00Z",
+        ] {
+            assert!(
+                matches!(
+                    parse_run_at(bad),
+                    Err(ActionError::InvalidArgument {
+                        field: "run_at",
+                        ..
+                    })
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,476 @@
+//! The fleet's SQL: free functions over a connection (reads) or an open transaction (writes),
+//! one per statement the fleet needs. Every claim and every state change of a target is one
+//! conditional `UPDATE … WHERE <expected state>`; a result of `0` rows means the race was lost
+//! and is a normal outcome (SPEC §1.3).
+
+use clawdo_storage::rusqlite::{self, Connection, OptionalExtension as _, params};
+
+use super::model::{
+    ActionKind, ActionStatus, ActionSummary, StageView, TargetCounts, TargetStatus, TargetTicket,
+    TargetView,
+};
+use crate::UnixMillis;
+
+/// Actions whose targets may still be claimed.
+pub(super) const LIVE: &str = "('scheduled', 'running')";
+
+/// A target row, as the claim path needs it.
+#[derive(Debug, Clone)]
+pub(super) struct TargetRow {
+    pub action_id: i64,
+    pub instance_id: String,
+    pub status: TargetStatus,
+    pub run_at: UnixMillis,
+    pub not_before: UnixMillis,
+    pub deferred_ms: i64,
+    pub force: bool,
+}
+
+pub(super) fn target_row(conn: &Connection, id: i64) -> rusqlite::Result<Option<TargetRow>> {
+    conn.prepare_cached(
+        "SELECT action_id, instance_id, status, run_at, not_before, deferred_ms, force
+         FROM scheduled_action_targets WHERE id = ?1",
+    )?
+    .query_row([id], |r| {
+        Ok(TargetRow {
+            action_id: r.get(0)?,
+            instance_id: r.get(1)?,
+            status: TargetStatus::parse(&r.get::<_, String>(2)?).unwrap_or(TargetStatus::Failed),
+            run_at: r.get(3)?,
+            not_before: r.get(4)?,
+            deferred_ms: r.get(5)?,
+            force: r.get(6)?,
+        })
+    })
+    .optional()
+}
+
+/// Slots in use: targets holding one.
+pub(super) fn running_count(conn: &Connection) -> rusqlite::Result<u64> {
+    let n: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM scheduled_action_targets WHERE status = 'running'")?
+        .query_row([], |r| r.get(0))?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// The action holding a pending target of `instance_id` under a live action, if any.
+pub(super) fn conflicting_action(
+    conn: &Connection,
+    instance_id: &str,
+) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached(
+        "SELECT t.action_id FROM scheduled_action_targets t
+         JOIN scheduled_actions a ON a.id = t.action_id
+         WHERE t.instance_id = ?1 AND t.status = 'pending' AND a.status IN ('scheduled', 'running')
+         LIMIT 1",
+    )?
+    .query_row([instance_id], |r| r.get(0))
+    .optional()
+}
+
+/// The slot claim: `pending → running` in one statement that re-checks that the target is
+/// due, its action is live, every earlier stage is terminal, and a slot is free under `cap`
+/// (a forced target skips the stage and cap checks). Returns the rows changed (0 or 1).
+pub(super) fn claim(
+    conn: &Connection,
+    id: i64,
+    now: UnixMillis,
+    lease_expires_at: UnixMillis,
+    epoch: i64,
+    cap: i64,
+) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "UPDATE scheduled_action_targets AS t
+         SET status = 'running', slot_claimed_at = ?2, lease_expires_at = ?3, claim_epoch = ?4
+         WHERE t.id = ?1 AND t.status = 'pending' AND t.run_at <= ?2 AND t.not_before <= ?2
+           AND EXISTS (SELECT 1 FROM scheduled_actions a
+                       WHERE a.id = t.action_id AND a.status IN ('scheduled', 'running'))
+           AND (t.force = 1 OR (
+                NOT EXISTS (SELECT 1 FROM scheduled_action_targets e
+                            WHERE e.action_id = t.action_id AND e.stage_idx < t.stage_idx
+                              AND e.status IN ('pending', 'running'))
+                AND (SELECT COUNT(*) FROM scheduled_action_targets r
+                     WHERE r.status = 'running') < ?5))",
+    )?
+    .execute(params![id, now, lease_expires_at, epoch, cap])
+}
+
+/// Whether an earlier stage of the target's action still has unfinished targets.
+pub(super) fn earlier_stage_open(conn: &Connection, id: i64) -> rusqlite::Result<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM scheduled_action_targets t
+                        JOIN scheduled_action_targets e ON e.action_id = t.action_id
+                        WHERE t.id = ?1 AND e.stage_idx < t.stage_idx
+                          AND e.status IN ('pending', 'running'))",
+    )?
+    .query_row([id], |r| r.get(0))
+}
+
+/// The action's status.
+pub(super) fn action_status(conn: &Connection, id: i64) -> rusqlite::Result<Option<ActionStatus>> {
+    let status: Option<String> = conn
+        .prepare_cached("SELECT status FROM scheduled_actions WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    Ok(status.and_then(|s| ActionStatus::parse(&s)))
+}
+
+/// `scheduled → running` on the first claim.
+pub(super) fn mark_action_running(
+    conn: &Connection,
+    id: i64,
+    now: UnixMillis,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE scheduled_actions SET status = 'running', updated_at = ?2
+         WHERE id = ?1 AND status = 'scheduled'",
+    )?
+    .execute(params![id, now])?;
+    Ok(())
+}
+
+/// Move target `id` from `from` to the terminal `to` (with `reason`), and count it on its
+/// action in the same transaction. Returns the action id when this call made the change.
+pub(super) fn finish_target(
+    conn: &Connection,
+    id: i64,
+    from: TargetStatus,
+    to: TargetStatus,
+    reason: Option<&str>,
+    now: UnixMillis,
+) -> rusqlite::Result<Option<i64>> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE scheduled_action_targets
+             SET status = ?3, failure_reason = ?4, completed_at = ?5, lease_expires_at = NULL
+             WHERE id = ?1 AND status = ?2",
+        )?
+        .execute(params![id, from.as_str(), to.as_str(), reason, now])?;
+    if changed == 0 {
+        return Ok(None);
+    }
+    let action_id: i64 = conn
+        .prepare_cached("SELECT action_id FROM scheduled_action_targets WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))?;
+    count(conn, action_id, to, 1, now)?;
+    Ok(Some(action_id))
+}
+
+/// Add `n` to the action's counter of `status` (a terminal status).
+pub(super) fn count(
+    conn: &Connection,
+    action_id: i64,
+    status: TargetStatus,
+    n: usize,
+    now: UnixMillis,
+) -> rusqlite::Result<()> {
+    let sql = match status {
+        TargetStatus::Applied => {
+            "UPDATE scheduled_actions SET applied = applied + ?2, updated_at = ?3 WHERE id = ?1"
+        }
+        TargetStatus::Skipped => {
+            "UPDATE scheduled_actions SET skipped = skipped + ?2, updated_at = ?3 WHERE id = ?1"
+        }
+        TargetStatus::Failed => {
+            "UPDATE scheduled_actions SET failed = failed + ?2, updated_at = ?3 WHERE id = ?1"
+        }
+        TargetStatus::Cancelled => {
+            "UPDATE scheduled_actions SET cancelled = cancelled + ?2, updated_at = ?3 WHERE id = ?1"
+        }
+        TargetStatus::Pending | TargetStatus::Running => return Ok(()),
+    };
+    conn.prepare_cached(sql)?.execute(params![
+        action_id,
+        i64::try_from(n).unwrap_or(i64::MAX),
+        now
+    ])?;
+    Ok(())
+}
+
+/// The promotion sweep: stages whose targets are all terminal become `completed`, and a live
+/// action whose targets are all terminal becomes `completed`. Returns whether the action did.
+pub(super) fn promote(
+    conn: &Connection,
+    action_id: i64,
+    now: UnixMillis,
+) -> rusqlite::Result<bool> {
+    conn.prepare_cached(
+        "UPDATE scheduled_action_stages AS s SET status = 'completed'
+         WHERE s.action_id = ?1 AND s.status = 'scheduled'
+           AND NOT EXISTS (SELECT 1 FROM scheduled_action_targets t
+                           WHERE t.action_id = s.action_id AND t.stage_idx = s.idx
+                             AND t.status IN ('pending', 'running'))",
+    )?
+    .execute([action_id])?;
+    let done = conn
+        .prepare_cached(
+            "UPDATE scheduled_actions SET status = 'completed', completed_at = ?2, updated_at = ?2
+             WHERE id = ?1 AND status IN ('scheduled', 'running')
+               AND NOT EXISTS (SELECT 1 FROM scheduled_action_targets t
+                               WHERE t.action_id = ?1 AND t.status IN ('pending', 'running'))",
+        )?
+        .execute(params![action_id, now])?;
+    Ok(done > 0)
+}
+
+/// Up to `limit` targets that could claim a slot now, oldest first: pending, due, not
+/// deferred, under a live action, with every earlier stage terminal.
+pub(super) fn claimable(
+    conn: &Connection,
+    now: UnixMillis,
+    limit: usize,
+) -> rusqlite::Result<Vec<(i64, String)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT t.id, t.instance_id FROM scheduled_action_targets t
+         JOIN scheduled_actions a ON a.id = t.action_id
+         WHERE t.status = 'pending' AND t.run_at <= ?1 AND t.not_before <= ?1
+           AND a.status IN ('scheduled', 'running')
+           AND (t.force = 1 OR NOT EXISTS (
+                SELECT 1 FROM scheduled_action_targets e
+                WHERE e.action_id = t.action_id AND e.stage_idx < t.stage_idx
+                  AND e.status IN ('pending', 'running')))
+         ORDER BY t.id LIMIT ?2",
+    )?;
+    stmt.query_map(
+        params![now, i64::try_from(limit).unwrap_or(i64::MAX)],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?
+    .collect()
+}
+
+/// The earliest lease among running targets.
+pub(super) fn next_lease(conn: &Connection) -> rusqlite::Result<Option<UnixMillis>> {
+    conn.prepare_cached(
+        "SELECT MIN(lease_expires_at) FROM scheduled_action_targets WHERE status = 'running'",
+    )?
+    .query_row([], |r| r.get(0))
+}
+
+/// Running targets whose lease ran out by `now`.
+pub(super) fn expired(conn: &Connection, now: UnixMillis) -> rusqlite::Result<Vec<(i64, String)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, instance_id FROM scheduled_action_targets
+         WHERE status = 'running' AND lease_expires_at <= ?1 ORDER BY lease_expires_at, id",
+    )?;
+    stmt.query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect()
+}
+
+/// Running targets claimed by another process epoch (their task died with that process).
+pub(super) fn orphaned(conn: &Connection, epoch: i64) -> rusqlite::Result<Vec<(i64, String)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, instance_id FROM scheduled_action_targets
+         WHERE status = 'running' AND (claim_epoch IS NULL OR claim_epoch != ?1) ORDER BY id",
+    )?;
+    stmt.query_map([epoch], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect()
+}
+
+/// The ticket an instance keeps for target `id`.
+pub(super) fn ticket(conn: &Connection, id: i64) -> rusqlite::Result<Option<TargetTicket>> {
+    conn.prepare_cached(
+        "SELECT t.action_id, t.id, a.kind, a.image_tag, a.pin, t.run_at
+         FROM scheduled_action_targets t JOIN scheduled_actions a ON a.id = t.action_id
+         WHERE t.id = ?1",
+    )?
+    .query_row([id], ticket_from_row)
+    .optional()
+}
+
+fn ticket_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TargetTicket> {
+    Ok(TargetTicket {
+        action_id: r.get(0)?,
+        target_id: r.get(1)?,
+        kind: ActionKind::parse(&r.get::<_, String>(2)?).unwrap_or(ActionKind::ScheduledRestart),
+        image_tag: r.get(3)?,
+        pin: r.get(4)?,
+        run_at: r.get(5)?,
+    })
+}
+
+/// The oldest pending target of `instance_id` under a live action.
+pub(super) fn due_for(
+    conn: &Connection,
+    instance_id: &str,
+) -> rusqlite::Result<Option<TargetTicket>> {
+    conn.prepare_cached(
+        "SELECT t.action_id, t.id, a.kind, a.image_tag, a.pin, MAX(t.run_at, t.not_before)
+         FROM scheduled_action_targets t JOIN scheduled_actions a ON a.id = t.action_id
+         WHERE t.instance_id = ?1 AND t.status = 'pending'
+           AND a.status IN ('scheduled', 'running')
+         ORDER BY t.id LIMIT 1",
+    )?
+    .query_row([instance_id], ticket_from_row)
+    .optional()
+}
+
+/// Pending targets of an action (or just `target`), as tickets with their instance.
+pub(super) fn pending_targets(
+    conn: &Connection,
+    action_id: i64,
+    target: Option<i64>,
+) -> rusqlite::Result<Vec<(String, TargetTicket)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT t.action_id, t.id, a.kind, a.image_tag, a.pin, t.run_at, t.instance_id
+         FROM scheduled_action_targets t JOIN scheduled_actions a ON a.id = t.action_id
+         WHERE t.action_id = ?1 AND (?2 IS NULL OR t.id = ?2) AND t.status = 'pending'
+         ORDER BY t.id",
+    )?;
+    stmt.query_map(params![action_id, target], |r| {
+        Ok((r.get(6)?, ticket_from_row(r)?))
+    })?
+    .collect()
+}
+
+const SUMMARY_COLUMNS: &str = "id, kind, image_tag, pin, status, run_at, lease_ms, created_by, \
+     created_at, updated_at, completed_at, total, applied, skipped, failed, cancelled";
+
+fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ActionSummary> {
+    let total: i64 = r.get(11)?;
+    let n = |v: i64| u64::try_from(v).unwrap_or(0);
+    Ok(ActionSummary {
+        id: r.get(0)?,
+        kind: ActionKind::parse(&r.get::<_, String>(1)?).unwrap_or(ActionKind::ScheduledRestart),
+        image_tag: r.get(2)?,
+        pin: r.get(3)?,
+        status: ActionStatus::parse(&r.get::<_, String>(4)?).unwrap_or(ActionStatus::Completed),
+        run_at: r.get(5)?,
+        lease_ms: r.get(6)?,
+        created_by: r.get(7)?,
+        created_at: r.get(8)?,
+        updated_at: r.get(9)?,
+        completed_at: r.get(10)?,
+        counts: TargetCounts {
+            total: n(total),
+            applied: n(r.get(12)?),
+            skipped: n(r.get(13)?),
+            failed: n(r.get(14)?),
+            cancelled: n(r.get(15)?),
+            pending: 0,
+            running: 0,
+        },
+    })
+}
+
+/// One action with its pending and running counts.
+pub(super) fn summary(conn: &Connection, id: i64) -> rusqlite::Result<Option<ActionSummary>> {
+    let Some(mut summary) = conn
+        .prepare_cached(&format!(
+            "SELECT {SUMMARY_COLUMNS} FROM scheduled_actions WHERE id = ?1"
+        ))?
+        .query_row([id], summary_from_row)
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    fill_live_counts(conn, &mut summary)?;
+    Ok(Some(summary))
+}
+
+fn fill_live_counts(conn: &Connection, summary: &mut ActionSummary) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT status, COUNT(*) FROM scheduled_action_targets
+         WHERE action_id = ?1 AND status IN ('pending', 'running') GROUP BY status",
+    )?;
+    let rows = stmt.query_map([summary.id], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+    })?;
+    for row in rows {
+        let (status, n) = row?;
+        let n = u64::try_from(n).unwrap_or(0);
+        match status.as_str() {
+            "pending" => summary.counts.pending = n,
+            _ => summary.counts.running = n,
+        }
+    }
+    Ok(())
+}
+
+/// Up to `limit` actions with an id below `before` (newest first).
+pub(super) fn list(
+    conn: &Connection,
+    before: Option<i64>,
+    limit: usize,
+) -> rusqlite::Result<Vec<ActionSummary>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {SUMMARY_COLUMNS} FROM scheduled_actions WHERE (?1 IS NULL OR id < ?1)
+         ORDER BY id DESC LIMIT ?2"
+    ))?;
+    let mut out = stmt
+        .query_map(
+            params![before, i64::try_from(limit).unwrap_or(i64::MAX)],
+            summary_from_row,
+        )?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for summary in &mut out {
+        fill_live_counts(conn, summary)?;
+    }
+    Ok(out)
+}
+
+/// The stages of an action.
+pub(super) fn stages(conn: &Connection, action_id: i64) -> rusqlite::Result<Vec<StageView>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT idx, name, run_at, status FROM scheduled_action_stages
+         WHERE action_id = ?1 ORDER BY idx",
+    )?;
+    stmt.query_map([action_id], |r| {
+        Ok(StageView {
+            index: r.get(0)?,
+            name: r.get(1)?,
+            run_at: r.get(2)?,
+            status: r.get(3)?,
+        })
+    })?
+    .collect()
+}
+
+/// Every target of an action (or just `target`), by id.
+pub(super) fn targets(
+    conn: &Connection,
+    action_id: i64,
+    target: Option<i64>,
+) -> rusqlite::Result<Vec<TargetView>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, instance_id, stage_idx, status, run_at, source_tag, slot_claimed_at,
+                lease_expires_at, completed_at, failure_reason, deferred_ms
+         FROM scheduled_action_targets WHERE action_id = ?1 AND (?2 IS NULL OR id = ?2)
+         ORDER BY id",
+    )?;
+    stmt.query_map(params![action_id, target], |r| {
+        Ok(TargetView {
+            id: r.get(0)?,
+            instance_id: r.get(1)?,
+            stage: r.get(2)?,
+            status: TargetStatus::parse(&r.get::<_, String>(3)?).unwrap_or(TargetStatus::Failed),
+            run_at: r.get(4)?,
+            source_tag: r.get(5)?,
+            slot_claimed_at: r.get(6)?,
+            lease_expires_at: r.get(7)?,
+            completed_at: r.get(8)?,
+            failure_reason: r.get(9)?,
+            deferred_ms: r.get(10)?,
+        })
+    })?
+    .collect()
+}
+
+/// Mean time from claim to outcome of the last 50 finished targets, milliseconds.
+pub(super) fn mean_duration(conn: &Connection) -> rusqlite::Result<Option<f64>> {
+    conn.prepare_cached(
+        "SELECT AVG(completed_at - slot_claimed_at) FROM (
+             SELECT completed_at, slot_claimed_at FROM scheduled_action_targets
+             WHERE slot_claimed_at IS NOT NULL AND completed_at IS NOT NULL
+             ORDER BY completed_at DESC LIMIT 50)",
+    )?
+    .query_row([], |r| r.get(0))
+}
+
+/// Claim times of the running targets.
+pub(super) fn running_claims(conn: &Connection) -> rusqlite::Result<Vec<UnixMillis>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT slot_claimed_at FROM scheduled_action_targets
+         WHERE status = 'running' AND slot_claimed_at IS NOT NULL",
+    )?;
+    stmt.query_map([], |r| r.get(0))?.collect()
+}
