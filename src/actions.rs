@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures::StreamExt as _;
 
 use clawdo_actors::fleet::{
-    ActionDetail, ActionError, ActionKind, ActionSummary, FLEET_ID, Fleet, FleetReply,
+    ActionDetail, ActionError, ActionKind, ActionSummary, AuditEntry, FLEET_ID, Fleet, FleetReply,
     FleetRequest, FleetServices, FleetStats, MAX_STAGES, MAX_TARGETS, NewAction, RunNowOutcome,
     ScheduleSpec, TargetView,
 };
@@ -238,6 +238,14 @@ impl Actions {
             .await?
         {
             FleetReply::RanNow(outcome) => Ok(outcome),
+            other => Err(internal(format!("unexpected fleet reply {other:?}"))),
+        }
+    }
+
+    /// The newest `limit` audit rows (forced run-nows), newest first.
+    pub async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, ActionError> {
+        match self.call(FleetRequest::Audit { limit }).await? {
+            FleetReply::Audit(rows) => Ok(rows),
             other => Err(internal(format!("unexpected fleet reply {other:?}"))),
         }
     }

@@ -29,16 +29,17 @@
 pub mod model;
 mod store;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use clawdo_storage::Migration;
 use clawdo_storage::rusqlite::params;
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
+use tokio::task::AbortHandle;
 
 use crate::instance::fleet::FleetNotice;
 use crate::instance::{Instance, InstanceReply, InstanceRequest, InstanceServices};
@@ -47,9 +48,9 @@ use crate::provider::Limiter;
 use crate::{Host, UnixMillis};
 
 pub use model::{
-    ActionDetail, ActionError, ActionKind, ActionStatus, ActionSummary, MAX_STAGES, MAX_TARGETS,
-    RunNowOutcome, ScheduleSpec, StageSpec, StageView, TargetCounts, TargetStatus, TargetTicket,
-    TargetView, parse_run_at,
+    ActionDetail, ActionError, ActionKind, ActionStatus, ActionSummary, AuditEntry, MAX_STAGES,
+    MAX_TARGETS, RunNowOutcome, ScheduleSpec, StageSpec, StageView, TargetCounts, TargetStatus,
+    TargetTicket, TargetView, parse_run_at,
 };
 
 /// The id of the one fleet object.
@@ -121,14 +122,17 @@ pub struct FleetStats {
     pub claims_refused: u64,
 }
 
-/// What the fleet shares with the host: its configuration and counters. Given to the host
-/// with [`crate::HostBuilder::service`].
+/// What the fleet shares with the host: its configuration, counters, and the tasks applying
+/// running targets (so the reaper can abort a hung one before it frees its slot). Given to
+/// the host with [`crate::HostBuilder::service`].
 #[derive(Debug, Default)]
 pub struct FleetServices {
     /// Configuration.
     pub config: FleetConfig,
     /// Counters.
     pub counters: FleetCounters,
+    /// The provider task of each running target in this process.
+    tasks: Mutex<HashMap<i64, AbortHandle>>,
 }
 
 impl FleetServices {
@@ -137,7 +141,24 @@ impl FleetServices {
         FleetServices {
             config,
             counters: FleetCounters::default(),
+            tasks: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Record the task applying running target `target_id`.
+    pub fn track(&self, target_id: i64, task: AbortHandle) {
+        self.tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(target_id, task);
+    }
+
+    /// Forget (and return) the task applying target `target_id`.
+    pub fn untrack(&self, target_id: i64) -> Option<AbortHandle> {
+        self.tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&target_id)
     }
 
     /// The counters now.
@@ -244,6 +265,11 @@ pub enum FleetRequest {
         /// The target.
         target_id: i64,
     },
+    /// The newest audit rows, newest first.
+    Audit {
+        /// How many.
+        limit: usize,
+    },
     /// Activate (reaping runs orphaned by a restart) and do nothing else.
     Ping,
 }
@@ -288,6 +314,8 @@ pub enum FleetReply {
     Claim(ClaimReply),
     /// The instance's oldest pending target.
     Due(Option<TargetTicket>),
+    /// Audit rows.
+    Audit(Vec<AuditEntry>),
     /// Done.
     Ack,
 }
@@ -629,7 +657,7 @@ impl Fleet {
 
     /// Fail every running target whose lease ran out (each in its own transaction, continuing
     /// past errors), and every target orphaned by a previous process; re-arm the reaper.
-    fn reap(&mut self, ctx: &mut Ctx, orphans_too: bool) -> Result<Vec<Notice>> {
+    async fn reap(&mut self, ctx: &mut Ctx, orphans_too: bool) -> Result<Vec<Notice>> {
         let now = ctx.now();
         let mut rows: Vec<(i64, String, &str)> = store::expired(ctx.store().conn()?, now)?
             .into_iter()
@@ -645,6 +673,14 @@ impl Fleet {
         }
         let mut notices = Vec::new();
         for (id, instance, reason) in rows {
+            if let Some(task) = self.services.untrack(id) {
+                // Cancel the hung call before its slot is given to another target.
+                task.abort();
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+                while !task.is_finished() && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
             match self.finish(
                 ctx,
                 id,
@@ -977,6 +1013,10 @@ impl Fleet {
                 self.woken.remove(&target_id);
                 (FleetReply::Ack, self.drain(ctx)?)
             }
+            FleetRequest::Audit { limit } => (
+                FleetReply::Audit(store::audit(ctx.store().conn()?, limit.clamp(1, 1_000))?),
+                none(),
+            ),
             FleetRequest::Ping => (FleetReply::Ack, none()),
         })
     }
@@ -1065,7 +1105,7 @@ impl Object for Fleet {
             reaper_at,
         };
         // Runs claimed by a previous process died with it: fail them now, free their slots.
-        let notices = fleet.reap(ctx, true)?;
+        let notices = fleet.reap(ctx, true).await?;
         let now = ctx.now();
         fleet.arm_sweep(ctx, now)?;
         send(ctx.host(), notices);
@@ -1083,7 +1123,7 @@ impl Object for Fleet {
         ctx: &mut Ctx,
         alarm: AlarmInfo,
     ) -> std::result::Result<(), HandlerError> {
-        let notices = self.reap(ctx, false)?;
+        let notices = self.reap(ctx, false).await?;
         send(ctx.host(), notices);
         if alarm.timers.iter().any(|t| t == TIMER_SWEEP) {
             let now = ctx.now();

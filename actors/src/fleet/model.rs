@@ -289,6 +289,21 @@ pub struct RunNowOutcome {
     pub forced: bool,
 }
 
+/// One audit row: who did what outside the normal rules, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Row id (increasing).
+    pub id: i64,
+    /// When.
+    pub at: UnixMillis,
+    /// Who.
+    pub actor: String,
+    /// What, e.g. `run_now_forced`.
+    pub what: String,
+    /// Details (action, target).
+    pub detail: String,
+}
+
 /// Why a fleet call was refused. Nothing was written when a call returns one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ActionError {

@@ -6,8 +6,8 @@
 use clawdo_storage::rusqlite::{self, Connection, OptionalExtension as _, params};
 
 use super::model::{
-    ActionKind, ActionStatus, ActionSummary, StageView, TargetCounts, TargetStatus, TargetTicket,
-    TargetView,
+    ActionKind, ActionStatus, ActionSummary, AuditEntry, StageView, TargetCounts, TargetStatus,
+    TargetTicket, TargetView,
 };
 use crate::UnixMillis;
 
@@ -464,6 +464,23 @@ pub(super) fn mean_duration(conn: &Connection) -> rusqlite::Result<Option<f64>> 
              ORDER BY completed_at DESC LIMIT 50)",
     )?
     .query_row([], |r| r.get(0))
+}
+
+/// The newest `limit` audit rows, newest first.
+pub(super) fn audit(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<AuditEntry>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, at, actor, what, detail FROM fleet_audit ORDER BY id DESC LIMIT ?1",
+    )?;
+    stmt.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+        Ok(AuditEntry {
+            id: r.get(0)?,
+            at: r.get(1)?,
+            actor: r.get(2)?,
+            what: r.get(3)?,
+            detail: r.get(4)?,
+        })
+    })?
+    .collect()
 }
 
 /// Claim times of the running targets.

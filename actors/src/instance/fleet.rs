@@ -24,7 +24,7 @@ use super::{
     Instance, InstanceError, InstanceReply, OpOutcome, TIMER_RECONCILE, Timers, internal, report,
 };
 use crate::fleet::{
-    ActionKind, ClaimReply, FLEET_ID, Fleet, FleetReply, FleetRequest, TargetTicket,
+    ActionKind, ClaimReply, FLEET_ID, Fleet, FleetReply, FleetRequest, FleetServices, TargetTicket,
 };
 use crate::object::{AlarmInfo, Ctx, HandlerError};
 use crate::provider::{Priority, Provider, ProviderError};
@@ -269,7 +269,7 @@ impl Instance {
             .and_then(|r| r.op.as_ref())
             .is_some_and(|op| op.id == running.op_id);
         if !in_flight {
-            self.fleet_op_ended(ctx, running.op_id, Err("interrupted".into()))?;
+            self.fleet_op_ended(ctx, running.op_id, Err("interrupted".into()), true)?;
         }
         Ok(())
     }
@@ -428,6 +428,9 @@ impl Instance {
             let outcome = run_scheduled(&provider, &record, &op).await;
             report(&reporter, &record.id, InstanceRequest::OpFinished(outcome)).await;
         });
+        if let Some(fleet) = ctx.host().service::<FleetServices>() {
+            fleet.track(ticket.target_id, task.clone());
+        }
         *self
             .task
             .lock()
@@ -435,13 +438,17 @@ impl Instance {
         Ok(())
     }
 
-    /// An operation ended (finished, failed, abandoned). If it applied a target, report the
-    /// outcome to the fleet (from a task); if a target waits for it, try that target now.
+    /// An operation ended (finished, failed, or `abandoned`). If it applied a target, report
+    /// the outcome to the fleet (from a task); an abandoned target's provider task is aborted
+    /// first (the instance may have hibernated since it started, losing its own handle), so
+    /// its slot is never reused while the call still runs. If a target waits for the
+    /// operation, try that target now.
     pub(super) fn fleet_op_ended(
         &mut self,
         ctx: &mut Ctx,
         op_id: u64,
         result: Result<(), String>,
+        abandoned: bool,
     ) -> Result<(), InstanceError> {
         if let Some(running) = self.fleet.running.clone().filter(|r| r.op_id == op_id) {
             let mut link = self.fleet.clone();
@@ -449,6 +456,12 @@ impl Instance {
             self.save_link(ctx, link, None)?;
             let host = ctx.host().clone();
             let target_id = running.target_id;
+            let task = host
+                .service::<FleetServices>()
+                .and_then(|fleet| fleet.untrack(target_id));
+            if let Some(task) = task.filter(|_| abandoned) {
+                task.abort();
+            }
             ctx.host().spawn(async move {
                 if let Err(error) =
                     fleet_call(&host, FleetRequest::Outcome { target_id, result }).await

@@ -533,7 +533,7 @@ impl Instance {
                 reconcile: Some(reconcile),
             },
         )?;
-        self.fleet_op_ended(ctx, op.id, fleet::outcome_reason(&outcome))
+        self.fleet_op_ended(ctx, op.id, fleet::outcome_reason(&outcome), false)
     }
 
     /// Record infrastructure a provision task created, before it goes on.
@@ -603,7 +603,7 @@ impl Instance {
         } else {
             "interrupted"
         };
-        self.fleet_op_ended(ctx, op.id, Err(reason.into()))
+        self.fleet_op_ended(ctx, op.id, Err(reason.into()), true)
     }
 
     fn reconciled(

@@ -1,0 +1,817 @@
+//! Scheduled admin actions through the embedding API, against the sim provider on a manual
+//! clock: exact `run_at`, the cap under fault injection (checked against the sim provider's
+//! recorded peak), lease expiry of a hung call, racing claim/cancel/complete, cancel, run-now
+//! with its cap check and audit row, interactive-pressure deferral, and bad input writing
+//! nothing.
+//!
+//! Deadlines are passed by moving the manual clock and settling alarms; the only waits are
+//! bounded polls for real work (provider tasks, background notices) to finish.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is a failed test
+
+use std::future::Future;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clawdo::Runtime;
+use clawdo::actors::ManualClock;
+use clawdo::actors::fleet::{
+    ActionDetail, ActionError, ActionKind, ActionStatus, ClaimReply, FLEET_ID, Fleet, FleetConfig,
+    FleetReply, FleetRequest, MAX_TARGETS, ScheduleSpec, StageSpec, TargetStatus, parse_run_at,
+};
+use clawdo::actors::instance::Status;
+use clawdo::actors::provider::sim::SimConfig;
+use clawdo::actors::provider::{LimiterConfig, Priority};
+use clawdo::instances::{Caller, ProvisionSpec};
+
+const T0: i64 = 1_800_000_000_000;
+const HOUR: i64 = 3_600_000;
+
+fn fleet(cap: usize) -> FleetConfig {
+    FleetConfig {
+        max_concurrent: NonZeroUsize::new(cap).unwrap(),
+        ..FleetConfig::default()
+    }
+}
+
+async fn runtime_with(
+    dir: &std::path::Path,
+    clock: &ManualClock,
+    fleet: FleetConfig,
+    limits: LimiterConfig,
+) -> Runtime {
+    Runtime::builder()
+        .data_dir(dir)
+        .clock(Arc::new(clock.clone()))
+        .fleet_config(fleet)
+        .provider_limits(limits)
+        .build()
+        .await
+        .expect("runtime starts")
+}
+
+async fn runtime(dir: &std::path::Path, clock: &ManualClock, cap: usize) -> Runtime {
+    runtime_with(dir, clock, fleet(cap), LimiterConfig::default()).await
+}
+
+/// Poll `check` every 5 ms until it yields `Some`, for at most 20 s (real work only).
+async fn eventually<T, F: Future<Output = Option<T>>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Provision `n` running instances `<prefix>-<i>`.
+async fn provision(rt: &Runtime, prefix: &str, n: usize) -> Vec<String> {
+    let api = rt.instances();
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let id = format!("{prefix}-{i}");
+        api.provision(
+            &Caller::Admin,
+            ProvisionSpec {
+                owner: "user:1".into(),
+                image_tag: Some("claw:1".into()),
+                pinned: false,
+                instance_id: Some(id.clone()),
+            },
+        )
+        .await
+        .unwrap();
+        ids.push(id);
+    }
+    for id in &ids {
+        eventually("provisioned", || async {
+            let v = api.get(&Caller::Admin, id).await.unwrap();
+            (v.status == Status::Running).then_some(())
+        })
+        .await;
+    }
+    ids
+}
+
+fn restart(targets: &[String], run_at: Option<i64>) -> ScheduleSpec {
+    ScheduleSpec {
+        kind: ActionKind::ScheduledRestart,
+        image_tag: None,
+        pin: None,
+        run_at,
+        lease: None,
+        targets: targets.to_vec(),
+        stages: Vec::new(),
+    }
+}
+
+async fn detail(rt: &Runtime, id: i64) -> ActionDetail {
+    rt.actions().get(id).await.unwrap()
+}
+
+/// Wait until action `id` is terminal (completed or cancelled with nothing running).
+async fn finished(rt: &Runtime, id: i64) -> ActionDetail {
+    eventually("the action to finish", || async {
+        let d = detail(rt, id).await;
+        (matches!(
+            d.action.status,
+            ActionStatus::Completed | ActionStatus::Cancelled
+        ) && d.action.counts.running == 0)
+            .then_some(d)
+    })
+    .await
+}
+
+/// The action's counters agree with its targets' statuses.
+fn assert_consistent(d: &ActionDetail) {
+    let n = |s: TargetStatus| d.targets.iter().filter(|t| t.status == s).count() as u64;
+    let c = d.action.counts;
+    assert_eq!(c.total, d.targets.len() as u64);
+    assert_eq!(c.applied, n(TargetStatus::Applied), "{d:#?}");
+    assert_eq!(c.skipped, n(TargetStatus::Skipped), "{d:#?}");
+    assert_eq!(c.failed, n(TargetStatus::Failed), "{d:#?}");
+    assert_eq!(c.cancelled, n(TargetStatus::Cancelled), "{d:#?}");
+    assert_eq!(c.pending, n(TargetStatus::Pending), "{d:#?}");
+    assert_eq!(c.running, n(TargetStatus::Running), "{d:#?}");
+}
+
+async fn started_events(rt: &Runtime, id: &str) -> usize {
+    rt.instances()
+        .events(&Caller::Admin, id, 0, 500)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == "instance.scheduled_action_started")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targets_start_exactly_at_run_at_not_at_a_reconcile_tick() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let rt = runtime(tmp.path(), &clock, 2).await;
+    let ids = provision(&rt, "exact", 3).await;
+    // Not on a reconcile boundary (reconcile runs every 5 min).
+    let run_at = T0 + HOUR + 123_457;
+    let action = rt
+        .actions()
+        .schedule("admin", restart(&ids, Some(run_at)))
+        .await
+        .unwrap();
+    assert_eq!(action.status, ActionStatus::Scheduled);
+    assert_eq!(action.counts.pending, 3);
+    // Every instance shows the upcoming action once told.
+    for id in &ids {
+        eventually("the banner", || async {
+            let v = rt.instances().get(&Caller::Admin, id).await.unwrap();
+            v.upcoming_action
+                .filter(|u| u.action_id == action.id && u.run_at == run_at)
+        })
+        .await;
+    }
+    // One millisecond early, after passing every reconcile tick on the way: nothing starts.
+    let mut t = T0;
+    while t < run_at - 1 {
+        t = (t + 300_000).min(run_at - 1);
+        clock.set(t);
+        rt.host().settle_alarms().await.unwrap();
+    }
+    let d = detail(&rt, action.id).await;
+    assert_eq!(d.action.status, ActionStatus::Scheduled, "{d:#?}");
+    assert!(d.targets.iter().all(|t| t.status == TargetStatus::Pending));
+    clock.set(run_at);
+    rt.host().settle_alarms().await.unwrap();
+    let d = finished(&rt, action.id).await;
+    assert_eq!(d.action.status, ActionStatus::Completed);
+    assert_eq!(d.action.counts.applied, 3, "{d:#?}");
+    assert_consistent(&d);
+    for target in &d.targets {
+        assert_eq!(
+            target.slot_claimed_at,
+            Some(run_at),
+            "claimed at run_at exactly"
+        );
+    }
+    for id in &ids {
+        let v = rt.instances().get(&Caller::Admin, id).await.unwrap();
+        assert_eq!(v.status, Status::Running);
+        assert_eq!(v.upcoming_action, None, "the banner is gone once applied");
+        assert_eq!(started_events(&rt, id).await, 1);
+    }
+    rt.shutdown(Duration::from_secs(10)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cap_is_never_exceeded_under_errors_hangs_and_latency() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let cap = 2;
+    let rt = runtime(tmp.path(), &clock, cap).await;
+    let ids = provision(&rt, "cap", 12).await;
+    let sim = rt.sim().unwrap().clone();
+    sim.reset_peak();
+    sim.set_config(SimConfig {
+        latency_ms: 15,
+        failure_rate: 0.25,
+        hang_rate: 0.15,
+        seed: 7,
+    })
+    .unwrap();
+    let mut spec = restart(&ids, Some(T0));
+    spec.lease = Some(Duration::from_secs(60));
+    let action = rt.actions().schedule("admin", spec).await.unwrap();
+    let mut peak_slots = 0;
+    let mut rounds = 0;
+    let d = loop {
+        // Let real work run, watching the slots, then pass the lease so hung runs are reaped.
+        for _ in 0..40 {
+            peak_slots = peak_slots.max(rt.stats().fleet.slots_in_use);
+            let d = detail(&rt, action.id).await;
+            assert!(d.action.counts.running <= cap as u64, "{d:#?}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let d = detail(&rt, action.id).await;
+        if d.action.status == ActionStatus::Completed {
+            break d;
+        }
+        rounds += 1;
+        assert!(rounds < 60, "the action never finished: {d:#?}");
+        clock.advance(Duration::from_secs(61));
+        rt.host().settle_alarms().await.unwrap();
+    };
+    assert_consistent(&d);
+    assert_eq!(d.action.counts.terminal(), 12);
+    assert!(peak_slots <= cap as u64);
+    let peak = sim.peak_concurrent_mutations();
+    assert!(
+        peak >= 1 && peak <= cap,
+        "the provider saw {peak} concurrent mutations"
+    );
+    assert!(
+        d.targets
+            .iter()
+            .any(|t| t.failure_reason.as_deref() == Some("lease_expired"))
+            || d.action.counts.failed > 0,
+        "faults were injected: {d:#?}"
+    );
+    for id in &ids {
+        assert!(started_events(&rt, id).await <= 1, "{id} started twice");
+    }
+    rt.shutdown(Duration::from_secs(10)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_lease_frees_the_slot_of_a_hung_call_and_the_next_target_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let rt = runtime(tmp.path(), &clock, 1).await;
+    let ids = provision(&rt, "hung", 2).await;
+    let sim = rt.sim().unwrap().clone();
+    let restarts_before = sim.calls().restart_machine;
+    sim.set_config(SimConfig {
+        hang_rate: 1.0,
+        ..SimConfig::default()
+    })
+    .unwrap();
+    let mut spec = restart(&ids, None);
+    spec.lease = Some(Duration::from_secs(120));
+    let action = rt.actions().schedule("admin", spec).await.unwrap();
+    // The first target holds the only slot; its call hangs at the provider.
+    eventually("the hung call", || async {
+        (sim.calls().restart_machine > restarts_before).then_some(())
+    })
+    .await;
+    let d = detail(&rt, action.id).await;
+    assert_eq!(d.action.counts.running, 1, "{d:#?}");
+    assert_eq!(d.action.counts.pending, 1, "the cap holds the second back");
+    sim.set_config(SimConfig::default()).unwrap();
+    clock.advance(Duration::from_secs(121));
+    rt.host().settle_alarms().await.unwrap();
+    let d = finished(&rt, action.id).await;
+    assert_consistent(&d);
+    // Whichever target claimed the slot first hung and was reaped; the other then ran.
+    let hung: Vec<_> = d
+        .targets
+        .iter()
+        .filter(|t| t.status == TargetStatus::Failed)
+        .collect();
+    assert_eq!(hung.len(), 1, "{d:#?}");
+    assert_eq!(hung[0].failure_reason.as_deref(), Some("lease_expired"));
+    assert_eq!(d.action.counts.applied, 1, "{d:#?}");
+    assert_eq!(rt.stats().fleet.slots_in_use, 0);
+    rt.shutdown(Duration::from_secs(10)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_claim_cancel_and_complete_on_one_target_end_consistent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let rt = runtime(tmp.path(), &clock, 4).await;
+    let ids = provision(&rt, "race", 1).await;
+    let id = ids[0].clone();
+    let host = rt.host().clone();
+    let api = rt.actions();
+    for round in 0..12 {
+        let action = rt
+            .actions()
+            .schedule("admin", restart(&ids, None))
+            .await
+            .unwrap();
+        let target_id = detail(&rt, action.id).await.targets[0].id;
+        let fleet = host.get::<Fleet>(FLEET_ID).unwrap();
+        let claim = fleet.call(FleetRequest::Claim {
+            target_id,
+            instance_id: id.clone(),
+        });
+        let cancel = api.cancel_target(action.id, target_id);
+        let complete = fleet.call(FleetRequest::Outcome {
+            target_id,
+            result: Ok(()),
+        });
+        let cancel_action = api.cancel(action.id);
+        let (claim, cancel, _, _) = if round % 2 == 0 {
+            tokio::join!(claim, cancel, complete, cancel_action)
+        } else {
+            let (complete, cancel_action, cancel, claim) =
+                tokio::join!(complete, cancel_action, cancel, claim);
+            (claim, cancel, complete, cancel_action)
+        };
+        let won = matches!(
+            claim.unwrap(),
+            Ok(FleetReply::Claim(ClaimReply::Won { .. }))
+        );
+        // A target is either claimed or cancelled, never both.
+        if won {
+            assert!(cancel.is_err(), "round {round}: cancelled a claimed target");
+        }
+        // Whatever still runs (the test's own claim has no task) ends at its lease.
+        if detail(&rt, action.id).await.action.counts.running > 0 {
+            eventually("the instance's run", || async {
+                let d = detail(&rt, action.id).await;
+                let v = rt.instances().get(&Caller::Admin, &id).await.unwrap();
+                (v.operation.is_none() || d.action.counts.running == 0).then_some(())
+            })
+            .await;
+            clock.advance(Duration::from_secs(1_201));
+            rt.host().settle_alarms().await.unwrap();
+        }
+        let d = finished(&rt, action.id).await;
+        assert_consistent(&d);
+        assert!(d.targets[0].status.is_terminal(), "round {round}: {d:#?}");
+        assert_eq!(rt.stats().fleet.slots_in_use, 0);
+        // Let the instance settle before the next round schedules it again.
+        eventually("the instance to settle", || async {
+            let v = rt.instances().get(&Caller::Admin, &id).await.unwrap();
+            (v.operation.is_none() && v.upcoming_action.is_none()).then_some(())
+        })
+        .await;
+        if rt
+            .instances()
+            .get(&Caller::Admin, &id)
+            .await
+            .unwrap()
+            .status
+            != Status::Running
+        {
+            rt.instances().start(&Caller::Admin, &id).await.unwrap();
+            eventually("restarted", || async {
+                let v = rt.instances().get(&Caller::Admin, &id).await.unwrap();
+                (v.status == Status::Running).then_some(())
+            })
+            .await;
+        }
+    }
+    rt.shutdown(Duration::from_secs(10)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_an_action_or_one_target_and_the_banner_goes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let rt = runtime(tmp.path(), &clock, 2).await;
+    let ids = provision(&rt, "cancel", 3).await;
+    let actions = rt.actions();
+    let action = actions
+        .schedule("admin", restart(&ids, Some(T0 + HOUR)))
+        .await
+        .unwrap();
+    let d = detail(&rt, action.id).await;
+    let banner = |id: String| {
+        let rt = &rt;
+        async move {
+            rt.instances()
+                .get(&Caller::Admin, &id)
+                .await
+                .unwrap()
+                .upcoming_action
+        }
+    };
+    for id in &ids {
+        eventually("the banner", || async { banner(id.clone()).await }).await;
+    }
+    let one = actions
+        .cancel_target(action.id, d.targets[0].id)
+        .await
+        .unwrap();
+    assert_eq!(one.status, TargetStatus::Cancelled);
+    eventually("the banner to go", || async {
+        banner(ids[0].clone()).await.is_none().then_some(())
+    })
+    .await;
+    assert!(matches!(
+        actions.cancel_target(action.id, d.targets[0].id).await,
+        Err(ActionError::WrongStatus { .. })
+    ));
+    let summary = actions.cancel(action.id).await.unwrap();
+    assert_eq!(summary.status, ActionStatus::Cancelled);
+    assert_eq!(summary.counts.cancelled, 3);
+    for id in &ids {
+        eventually("the banners to go", || async {
+            banner(id.clone()).await.is_none().then_some(())
+        })
+        .await;
+    }
+    assert!(matches!(
+        actions.cancel(action.id).await,
+        Err(ActionError::WrongStatus { .. })
+    ));
+    // Nothing runs at the old run_at.
+    clock.set(T0 + HOUR);
+    rt.host().settle_alarms().await.unwrap();
+    let d = detail(&rt, action.id).await;
+    assert_consistent(&d);
+    assert!(
+        d.targets
+            .iter()
+            .all(|t| t.status == TargetStatus::Cancelled)
+    );
+    // All targets cancelled one by one: the promotion sweep completes the action.
+    let action = actions
+        .schedule("admin", restart(&ids, Some(T0 + 2 * HOUR)))
+        .await
+        .unwrap();
+    for t in detail(&rt, action.id).await.targets {
+        actions.cancel_target(action.id, t.id).await.unwrap();
+    }
+    assert_eq!(
+        detail(&rt, action.id).await.action.status,
+        ActionStatus::Completed
+    );
+    rt.shutdown(Duration::from_secs(10)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stages_run_in_order_and_version_changes_skip_pinned_instances() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let rt = runtime(tmp.path(), &clock, 4).await;
+    let ids = provision(&rt, "stage", 4).await;
+    rt.instances()
+        .change_version(&Caller::Admin, &ids[3], "claw:1", Some(true))
+        .await
+        .unwrap();
+    eventually("pinned", || async {
+        let v = rt.instances().get(&Caller::Admin, &ids[3]).await.unwrap();
+        (v.pinned && v.status == Status::Running).then_some(())
+    })
+    .await;
+    let spec = ScheduleSpec {
+        kind: ActionKind::VersionChange,
+        image_tag: Some("claw:2".into()),
+        pin: None,
+        run_at: Some(T0 + 1_000),
+        lease: None,
+        targets: ids.clone(),
+        stages: vec![
+            StageSpec {
+                name: "canary".into(),
+                count: 1,
+                run_at: None,
+            },
+            StageSpec {
+                name: "rest".into(),
+                count: 3,
+                run_at: None,
+            },
+        ],
+    };
+    let action = rt.actions().schedule("admin", spec).await.unwrap();
+    clock.set(T0 + 1_000);
+    rt.host().settle_alarms().await.unwrap();
+    let d = finished(&rt, action.id).await;
+    assert_consistent(&d);
+    assert_eq!(d.stages.len(), 2);
+    assert!(d.stages.iter().all(|s| s.status == "completed"), "{d:#?}");
+    let canary = &d.targets[0];
+    assert_eq!(canary.status, TargetStatus::Applied);
+    for t in &d.targets[1..3] {
+        assert_eq!(t.status, TargetStatus::Applied);
+        assert!(
+            t.slot_claimed_at >= canary.completed_at,
+            "the second stage waits for the first: {d:#?}"
+        );
+    }
+    assert_eq!(d.targets[3].status, TargetStatus::Skipped);
+    assert_eq!(
+        d.targets[3].failure_reason.as_deref(),
+        Some("instance_pinned")
+    );
+    for id in &ids[..3] {
+        let v = rt.instances().get(&Caller::Admin, id).await.unwrap();
+        assert_eq!(v.image_tag, "claw:2");
+    }
+    rt.shutdown(Duration::from_secs(10)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_now_honours_the_cap_and_force_bypasses_it_with_an_audit_row() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let rt = runtime(tmp.path(), &clock, 1).await;
+    let ids = provision(&rt, "now", 2).await;
+    let sim = rt.sim().unwrap().clone();
+    let before = sim.calls().restart_machine;
+    sim.set_config(SimConfig {
+        hang_rate: 1.0,
+        ..SimConfig::default()
+    })
+    .unwrap();
+    let busy = rt
+        .actions()
+        .schedule("admin", restart(&ids[..1], None))
+        .await
+        .unwrap();
+    eventually("the hung call", || async {
+        (sim.calls().restart_machine > before).then_some(())
+    })
+    .await;
+    sim.set_config(SimConfig::default()).unwrap();
+    let later = rt
+        .actions()
+        .schedule("admin", restart(&ids[1..], Some(T0 + HOUR)))
+        .await
+        .unwrap();
+    match rt
+        .actions()
+        .run_now("ops@admin", later.id, None, false)
+        .await
+    {
+        Err(ActionError::CapacityFull {
+            in_use,
+            cap,
+            retry_after,
+        }) => {
+            assert_eq!((in_use, cap), (1, 1));
+            assert!(retry_after >= Duration::from_secs(1));
+        }
+        other => panic!("expected CapacityFull, got {other:?}"),
+    }
+    assert!(rt.actions().audit(10).await.unwrap().is_empty());
+    let ran = rt
+        .actions()
+        .run_now("ops@admin", later.id, None, true)
+        .await
+        .unwrap();
+    assert_eq!((ran.targets, ran.forced), (1, true));
+    let d = finished(&rt, later.id).await;
+    assert_eq!(d.targets[0].status, TargetStatus::Applied, "{d:#?}");
+    let audit = rt.actions().audit(10).await.unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].actor, "ops@admin");
+    assert_eq!(audit[0].what, "run_now_forced");
+    assert_eq!(audit[0].at, T0);
+    assert!(audit[0].detail.contains(&format!("action {}", later.id)));
+    // The hung one still holds its slot; its lease frees it.
+    assert_eq!(detail(&rt, busy.id).await.action.counts.running, 1);
+    clock.advance(Duration::from_secs(1_201));
+    rt.host().settle_alarms().await.unwrap();
+    finished(&rt, busy.id).await;
+    rt.shutdown(Duration::from_secs(10)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactive_pressure_defers_claims_but_never_past_the_bound() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let limits = LimiterConfig {
+        max_in_flight: NonZeroUsize::MIN,
+        rate_per_sec: None,
+    };
+    let rt = runtime_with(tmp.path(), &clock, fleet(2), limits).await;
+    let ids = provision(&rt, "pressure", 1).await;
+    let limiter = rt.provider().limiter().clone();
+    // Saturate the limiter and queue an interactive caller behind it.
+    let held = limiter.acquire(Priority::Interactive).await;
+    let waiter = {
+        let limiter = limiter.clone();
+        tokio::spawn(async move {
+            let _permit = limiter.acquire(Priority::Interactive).await;
+        })
+    };
+    eventually("an interactive waiter", || async {
+        limiter.interactive_waiting().then_some(())
+    })
+    .await;
+    let action = rt
+        .actions()
+        .schedule("admin", restart(&ids, None))
+        .await
+        .unwrap();
+    let deferred = |want: i64| {
+        let rt = &rt;
+        async move {
+            let d = detail(rt, action.id).await;
+            (d.targets[0].deferred_ms == want && d.targets[0].status == TargetStatus::Pending)
+                .then_some(())
+        }
+    };
+    eventually("the first deferral", || deferred(30_000)).await;
+    for step in 2..=20 {
+        clock.advance(Duration::from_secs(30));
+        rt.host().settle_alarms().await.unwrap();
+        eventually("the next deferral", || deferred(step * 30_000)).await;
+    }
+    assert!(rt.stats().fleet.deferred_claims >= 20);
+    // Ten minutes deferred in total: the claim goes through although users still wait.
+    clock.advance(Duration::from_secs(30));
+    rt.host().settle_alarms().await.unwrap();
+    assert!(limiter.interactive_waiting());
+    let d = detail(&rt, action.id).await;
+    assert_eq!(d.targets[0].status, TargetStatus::Running, "{d:#?}");
+    assert_eq!(d.targets[0].deferred_ms, 600_000);
+    drop(held);
+    waiter.await.unwrap();
+    let d = finished(&rt, action.id).await;
+    assert_eq!(d.targets[0].status, TargetStatus::Applied);
+    rt.shutdown(Duration::from_secs(10)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactive_calls_during_a_bulk_action_are_served_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let limits = LimiterConfig {
+        max_in_flight: NonZeroUsize::new(2).unwrap(),
+        rate_per_sec: None,
+    };
+    let rt = runtime_with(tmp.path(), &clock, fleet(2), limits).await;
+    let ids = provision(&rt, "bulk", 10).await;
+    let sim = rt.sim().unwrap().clone();
+    sim.set_config(SimConfig {
+        latency_ms: 40,
+        ..SimConfig::default()
+    })
+    .unwrap();
+    let action = rt
+        .actions()
+        .schedule("admin", restart(&ids, None))
+        .await
+        .unwrap();
+    let limiter = rt.provider().limiter().clone();
+    eventually("the bulk action to hold the provider", || async {
+        (limiter.stats().in_flight == 2).then_some(())
+    })
+    .await;
+    // Interactive calls while scheduled work holds every provider slot: each waits at most
+    // for one scheduled call to end, never behind the scheduled backlog.
+    let mut worst = Duration::ZERO;
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        let permit = limiter.acquire(Priority::Interactive).await;
+        worst = worst.max(started.elapsed());
+        drop(permit);
+    }
+    assert!(
+        worst < Duration::from_millis(40 * 2 + 400),
+        "an interactive call waited {worst:?}"
+    );
+    assert!(limiter.stats().admitted_scheduled > 0);
+    // Finish the bulk action (claims deferred by the pressure above resume on the clock).
+    let mut rounds = 0;
+    loop {
+        let d = detail(&rt, action.id).await;
+        if d.action.status == ActionStatus::Completed {
+            assert_eq!(d.action.counts.applied, 10, "{d:#?}");
+            break;
+        }
+        rounds += 1;
+        assert!(rounds < 400, "{d:#?}");
+        clock.advance(Duration::from_secs(30));
+        rt.host().settle_alarms().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(sim.peak_concurrent_mutations() <= 2);
+    rt.shutdown(Duration::from_secs(10)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_typed_errors_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let rt = runtime(tmp.path(), &clock, 2).await;
+    let ids = provision(&rt, "bad", 2).await;
+    let actions = rt.actions();
+    fn invalid<T: std::fmt::Debug>(r: Result<T, ActionError>, field: &str) {
+        match r {
+            Err(ActionError::InvalidArgument { field: f, .. }) => assert_eq!(f, field),
+            other => panic!("expected invalid {field}, got {other:?}"),
+        }
+    }
+    invalid(
+        actions.schedule("admin", restart(&[], None)).await,
+        "targets",
+    );
+    let many: Vec<String> = (0..=MAX_TARGETS).map(|i| format!("x-{i}")).collect();
+    invalid(
+        actions.schedule("admin", restart(&many, None)).await,
+        "targets",
+    );
+    invalid(
+        actions
+            .schedule("admin", restart(&["bad id!".to_string()], None))
+            .await,
+        "targets",
+    );
+    let mut bad_tag = restart(&ids, None);
+    bad_tag.kind = ActionKind::VersionChange;
+    bad_tag.image_tag = Some("not a tag".into());
+    invalid(
+        actions.schedule("admin", bad_tag.clone()).await,
+        "image_tag",
+    );
+    bad_tag.image_tag = None;
+    invalid(actions.schedule("admin", bad_tag).await, "image_tag");
+    let mut restart_tag = restart(&ids, None);
+    restart_tag.image_tag = Some("claw:2".into());
+    invalid(actions.schedule("admin", restart_tag).await, "image_tag");
+    let mut lease = restart(&ids, None);
+    lease.lease = Some(Duration::ZERO);
+    invalid(actions.schedule("admin", lease).await, "lease");
+    invalid(parse_run_at("next tuesday").map(|_| ()), "run_at");
+    let unknown = vec![ids[0].clone(), "nobody-here".to_string()];
+    assert_eq!(
+        actions.schedule("admin", restart(&unknown, None)).await,
+        Err(ActionError::InstanceNotFound("nobody-here".into()))
+    );
+    assert!(
+        !rt.host()
+            .exists::<clawdo::actors::instance::Instance>("nobody-here")
+            .await
+            .unwrap(),
+        "no object was created for the unknown id"
+    );
+    assert!(
+        actions.list(None, 100).await.unwrap().is_empty(),
+        "nothing written"
+    );
+    // A conflicting schedule is refused whole.
+    let first = actions
+        .schedule("admin", restart(&ids[..1], Some(T0 + HOUR)))
+        .await
+        .unwrap();
+    assert_eq!(
+        actions
+            .schedule("admin", restart(&ids, Some(T0 + HOUR)))
+            .await,
+        Err(ActionError::ConflictPendingAction {
+            instance_id: ids[0].clone(),
+            action_id: first.id
+        })
+    );
+    assert_eq!(actions.list(None, 100).await.unwrap().len(), 1);
+    assert!(matches!(
+        actions.get(first.id + 1).await,
+        Err(ActionError::NotFound(_))
+    ));
+    // Destroyed instances are dropped; all destroyed is refused.
+    rt.instances()
+        .destroy(&Caller::Admin, &ids[1])
+        .await
+        .unwrap();
+    eventually("destroyed", || async {
+        let v = rt.instances().get(&Caller::Admin, &ids[1]).await.unwrap();
+        (v.status == Status::Destroyed).then_some(())
+    })
+    .await;
+    assert_eq!(
+        actions.schedule("admin", restart(&ids[1..], None)).await,
+        Err(ActionError::AllDestroyed)
+    );
+    assert_eq!(actions.list(None, 100).await.unwrap().len(), 1);
+    actions.cancel(first.id).await.unwrap();
+    let kept = actions
+        .schedule("admin", restart(&ids, Some(T0 + HOUR)))
+        .await
+        .unwrap();
+    assert_eq!(kept.counts.total, 1, "the destroyed instance was dropped");
+    rt.shutdown(Duration::from_secs(10)).await.unwrap();
+}
