@@ -122,25 +122,27 @@ impl Actions {
                 return Err(ActionError::InstanceNotFound(id.clone()));
             }
         }
-        let host = &self.host;
         let views: Vec<Result<(String, Status), ActionError>> =
-            futures::stream::iter(targets.iter())
-                .map(|id| async move {
-                    let reply = host
-                        .get::<Instance>(id)
-                        .map_err(internal)?
-                        .call(InstanceRequest::Get { owner_scope: None })
-                        .await
-                        .map_err(internal)?;
-                    match reply {
-                        Ok(InstanceReply::View(v)) => Ok((v.image_tag, v.status)),
-                        Ok(other) => Err(internal(format!("unexpected reply {other:?}"))),
-                        Err(e) => Err(match e {
-                            clawdo_actors::instance::InstanceError::NotFound(id) => {
-                                ActionError::InstanceNotFound(id)
-                            }
-                            other => internal(other),
-                        }),
+            futures::stream::iter(targets.clone())
+                .map(|id| {
+                    let host = self.host.clone();
+                    async move {
+                        let reply = host
+                            .get::<Instance>(&id)
+                            .map_err(internal)?
+                            .call(InstanceRequest::Get { owner_scope: None })
+                            .await
+                            .map_err(internal)?;
+                        match reply {
+                            Ok(InstanceReply::View(v)) => Ok((v.image_tag, v.status)),
+                            Ok(other) => Err(internal(format!("unexpected reply {other:?}"))),
+                            Err(e) => Err(match e {
+                                clawdo_actors::instance::InstanceError::NotFound(id) => {
+                                    ActionError::InstanceNotFound(id)
+                                }
+                                other => internal(other),
+                            }),
+                        }
                     }
                 })
                 .buffered(READ_CONCURRENCY)

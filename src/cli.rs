@@ -1,6 +1,9 @@
 //! Command-line flags of the `clawdo` binary (clap derive): `clawdo serve` flags and how they
 //! override the loaded [`Config`], and the `clawdo instance …` commands, which call a server
-//! through [`clawdo::client`] and print text or JSON.
+//! through [`clawdo::client`] and print text or JSON. The `clawdo action …` commands live in
+//! [`action`].
+
+pub mod action;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -29,6 +32,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Manage claw instances on a running server.
     Instance(InstanceArgs),
+    /// Schedule and follow admin actions (bulk restarts, version changes) on a running server.
+    Action(action::ActionArgs),
     /// Test support: write to demo counters as fast as possible and print one `ack` line per
     /// committed write (used by the crash-recovery tests, which SIGKILL this process).
     #[command(hide = true)]

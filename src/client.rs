@@ -6,6 +6,8 @@
 //! `INSTANCE_BUSY: instance is busy (restarting)` (the `google.rpc.ErrorInfo` reason, else the
 //! gRPC code, then the message).
 
+pub mod actions;
+
 use std::fmt;
 
 use serde_json::json;
@@ -68,6 +70,12 @@ pub enum Error {
         /// Why, as the server reported it (may be empty).
         reason: String,
     },
+    /// Following something took longer than allowed.
+    #[error("gave up watching {0}: it took longer than the timeout")]
+    WatchTimeout(String),
+    /// A command-line value is invalid.
+    #[error("invalid {0}")]
+    Usage(String),
     /// Writing the output failed (e.g. a closed pipe).
     #[error("could not write the output")]
     Output(#[from] std::io::Error),
@@ -522,6 +530,7 @@ mod tests {
             last_reconcile_at_ms: None,
             next_reconcile_at_ms: Some(1_714_565_100_000),
             operation: String::new(),
+            upcoming_action: None,
         }
     }
 

@@ -24,6 +24,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Instance(args) => return instance(args).await,
+        Command::Action(args) => return action(args).await,
         Command::Serve(args) => serve(args).await,
         Command::DemoLoad(args) => demo_load(args).await,
         Command::MachineStub(args) => machine_stub(args).await,
@@ -41,6 +42,29 @@ async fn main() -> ExitCode {
 async fn instance(args: InstanceArgs) -> ExitCode {
     let mut stdout = std::io::stdout().lock();
     match args.run(&mut stdout).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let mut message = error.to_string();
+            let mut source = std::error::Error::source(&error);
+            while let Some(cause) = source {
+                message.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `clawdo action …`: one client command; errors print as `error: REASON: message`.
+async fn action(args: cli::action::ActionArgs) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    report(args.run(&mut stdout).await)
+}
+
+/// Exit code of a client command, printing its error (with its causes) to stderr.
+fn report(result: Result<(), clawdo::client::Error>) -> ExitCode {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             let mut message = error.to_string();

@@ -39,6 +39,11 @@ impl From<RuntimeStats> for pb::StatsResponse {
             armed_alarms: stats.armed_alarms,
             alarms_fired: stats.alarms_fired,
             alarm_lateness: Some(stats.alarm_lateness.into()),
+            fleet_slots_in_use: stats.fleet.slots_in_use,
+            fleet_max_concurrent: stats.fleet.max_concurrent,
+            fleet_deferred_claims: stats.fleet.deferred_claims,
+            fleet_claims_refused: stats.fleet.claims_refused,
+            sim_peak_concurrent_mutations: stats.sim_peak_concurrent_mutations,
         }
     }
 }
@@ -88,6 +93,7 @@ mod tests {
                     p99_ms: 9.9,
                     max_ms: 12.0,
                 }),
+                ..Default::default()
             }
         );
     }

@@ -494,6 +494,13 @@ impl From<InstanceView> for pb::Instance {
                 .operation
                 .map(|op| op.as_str().to_owned())
                 .unwrap_or_default(),
+            upcoming_action: view.upcoming_action.map(|t| pb::UpcomingAction {
+                action_id: t.action_id,
+                target_id: t.target_id,
+                kind: t.kind.as_str().to_owned(),
+                image_tag: t.image_tag,
+                run_at_ms: t.run_at,
+            }),
         }
     }
 }
@@ -748,6 +755,7 @@ mod tests {
             last_reconcile_at: Some(3),
             next_reconcile_at: None,
             operation: Some(OpKind::Restart),
+            upcoming_action: None,
         };
         assert_eq!(
             pb::Instance::from(view),
@@ -767,6 +775,7 @@ mod tests {
                 last_reconcile_at_ms: Some(3),
                 next_reconcile_at_ms: None,
                 operation: "restart".into(),
+                upcoming_action: None,
             }
         );
     }

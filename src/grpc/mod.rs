@@ -5,10 +5,12 @@
 //!
 //! Services here are thin: decode the request, make one call into the in-process
 //! [`Runtime`], encode the reply. Prost types never leave this module. Every clawdo service is
-//! wrapped in the bearer-token interceptor of [`crate::auth`] (`AdminService` for admins only);
+//! wrapped in the bearer-token interceptor of [`crate::auth`] (`AdminService` and
+//! `ActionService` for admins only);
 //! health and reflection stay open. Requests larger than [`MAX_MESSAGE_SIZE`] are refused before
 //! they are decoded.
 
+pub mod action;
 pub mod admin;
 pub mod instance;
 pub mod status;
@@ -103,6 +105,13 @@ pub async fn serve(
             AuthInterceptor::admin_only(Arc::clone(&auth)),
         ))
         .add_service(InterceptedService::new(
+            pb::action_service_server::ActionServiceServer::new(action::ActionHandler::new(
+                Arc::clone(&runtime),
+            ))
+            .max_decoding_message_size(MAX_MESSAGE_SIZE),
+            AuthInterceptor::admin_only(Arc::clone(&auth)),
+        ))
+        .add_service(InterceptedService::new(
             pb::instance_service_server::InstanceServiceServer::new(
                 instance::InstanceHandler::new(runtime, stopping_rx),
             )
@@ -118,6 +127,7 @@ pub async fn serve(
 async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
     reporter.set_service_status("", status).await;
     for service in [
+        pb::action_service_server::SERVICE_NAME,
         pb::admin_service_server::SERVICE_NAME,
         pb::instance_service_server::SERVICE_NAME,
     ] {

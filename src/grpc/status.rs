@@ -16,10 +16,25 @@
 //! | [`InstanceError::PermissionDenied`] | `PERMISSION_DENIED` | `PERMISSION_DENIED` | |
 //! | [`InstanceError::Internal`] | `INTERNAL` | `INTERNAL` | |
 //!
+//! Scheduled-action errors ([`action_error`]):
+//!
+//! | domain error | gRPC code | reason | metadata |
+//! | --- | --- | --- | --- |
+//! | [`ActionError::InvalidArgument`] | `INVALID_ARGUMENT` | `INVALID_ARGUMENT` | `field` |
+//! | [`ActionError::InstanceNotFound`] | `NOT_FOUND` | `INSTANCE_NOT_FOUND` | `instance_id` |
+//! | [`ActionError::AllDestroyed`] | `FAILED_PRECONDITION` | `ALL_TARGETS_DESTROYED` | |
+//! | [`ActionError::ConflictPendingAction`] | `ABORTED` | `CONFLICT_PENDING_ACTION` | `instance_id`, `action_id` |
+//! | [`ActionError::NotFound`] | `NOT_FOUND` | `ACTION_NOT_FOUND` | `action_id` |
+//! | [`ActionError::TargetNotFound`] | `NOT_FOUND` | `TARGET_NOT_FOUND` | `action_id`, `target_id` |
+//! | [`ActionError::WrongStatus`] | `FAILED_PRECONDITION` | `ACTION_WRONG_STATUS` | `status` |
+//! | [`ActionError::CapacityFull`] | `RESOURCE_EXHAUSTED` | `CAPACITY_FULL` | `in_use`, `cap`; plus `google.rpc.RetryInfo` |
+//! | [`ActionError::Internal`] | `INTERNAL` | `INTERNAL` | |
+//!
 //! Authentication failures ([`unauthenticated`]) carry the reason `UNAUTHENTICATED`.
 
 use std::collections::HashMap;
 
+use clawdo_actors::fleet::ActionError;
 use clawdo_actors::instance::InstanceError;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
@@ -110,6 +125,60 @@ pub fn instance_error(error: InstanceError) -> Status {
             .collect();
         status_with_reason(code, error.to_string(), error.reason(), metadata)
     }
+}
+
+/// The status a scheduled-action error is sent as (see the second table in the module docs).
+/// `CAPACITY_FULL` also carries a `google.rpc.RetryInfo` with the fleet's estimate of when a
+/// slot frees.
+pub fn action_error(error: ActionError) -> Status {
+    let (code, metadata): (Code, Vec<(&str, String)>) = match &error {
+        ActionError::InvalidArgument { field, .. } => {
+            (Code::InvalidArgument, vec![("field", (*field).to_owned())])
+        }
+        ActionError::InstanceNotFound(id) => (Code::NotFound, vec![("instance_id", id.clone())]),
+        ActionError::AllDestroyed => (Code::FailedPrecondition, Vec::new()),
+        ActionError::ConflictPendingAction {
+            instance_id,
+            action_id,
+        } => (
+            Code::Aborted,
+            vec![
+                ("instance_id", instance_id.clone()),
+                ("action_id", action_id.to_string()),
+            ],
+        ),
+        ActionError::NotFound(id) => (Code::NotFound, vec![("action_id", id.to_string())]),
+        ActionError::TargetNotFound {
+            action_id,
+            target_id,
+        } => (
+            Code::NotFound,
+            vec![
+                ("action_id", action_id.to_string()),
+                ("target_id", target_id.to_string()),
+            ],
+        ),
+        ActionError::WrongStatus { status, .. } => {
+            (Code::FailedPrecondition, vec![("status", status.clone())])
+        }
+        ActionError::CapacityFull { in_use, cap, .. } => (
+            Code::ResourceExhausted,
+            vec![("in_use", in_use.to_string()), ("cap", cap.to_string())],
+        ),
+        ActionError::Internal(detail) => {
+            tracing::error!(%detail, "fleet call failed");
+            (Code::Internal, Vec::new())
+        }
+    };
+    let metadata: HashMap<String, String> = metadata
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value))
+        .collect();
+    let mut details = ErrorDetails::with_error_info(error.reason(), ERROR_DOMAIN, metadata);
+    if let ActionError::CapacityFull { retry_after, .. } = &error {
+        details.set_retry_info(Some(*retry_after));
+    }
+    Status::with_error_details(code, error.to_string(), details)
 }
 
 #[cfg(test)]
@@ -275,6 +344,65 @@ mod tests {
         assert_eq!(info.reason, "CAPACITY_FULL");
         assert_eq!(info.domain, ERROR_DOMAIN);
         assert!(info.metadata.is_empty());
+    }
+
+    #[test]
+    fn capacity_full_carries_a_retry_delay() {
+        let status = action_error(ActionError::CapacityFull {
+            in_use: 2,
+            cap: 2,
+            retry_after: std::time::Duration::from_secs(42),
+        });
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        let info = status.get_details_error_info().expect("an ErrorInfo");
+        assert_eq!(info.reason, "CAPACITY_FULL");
+        assert_eq!(info.metadata.get("cap").map(String::as_str), Some("2"));
+        let retry = status.get_details_retry_info().expect("a RetryInfo");
+        assert_eq!(retry.retry_delay, Some(std::time::Duration::from_secs(42)));
+    }
+
+    #[test]
+    fn action_errors_map_to_their_codes() {
+        for (error, code, reason) in [
+            (
+                ActionError::ConflictPendingAction {
+                    instance_id: "i".into(),
+                    action_id: 3,
+                },
+                Code::Aborted,
+                "CONFLICT_PENDING_ACTION",
+            ),
+            (
+                ActionError::InvalidArgument {
+                    field: "run_at",
+                    reason: "bad".into(),
+                },
+                Code::InvalidArgument,
+                "INVALID_ARGUMENT",
+            ),
+            (
+                ActionError::InstanceNotFound("i".into()),
+                Code::NotFound,
+                "INSTANCE_NOT_FOUND",
+            ),
+            (ActionError::NotFound(1), Code::NotFound, "ACTION_NOT_FOUND"),
+            (
+                ActionError::AllDestroyed,
+                Code::FailedPrecondition,
+                "ALL_TARGETS_DESTROYED",
+            ),
+            (
+                ActionError::Internal("x".into()),
+                Code::Internal,
+                "INTERNAL",
+            ),
+        ] {
+            let status = action_error(error);
+            assert_eq!(status.code(), code);
+            let info = status.get_details_error_info().expect("an ErrorInfo");
+            assert_eq!(info.reason, reason);
+            assert_eq!(info.domain, ERROR_DOMAIN);
+        }
     }
 
     #[test]
