@@ -324,7 +324,7 @@ pub enum FleetReply {
 #[derive(Debug)]
 enum Notice {
     Tell(String, FleetNotice),
-    Wake(String, i64),
+    Wake(String, TargetTicket),
 }
 
 /// The fleet object.
@@ -648,8 +648,13 @@ impl Fleet {
             if notices.len() == free {
                 break;
             }
-            if self.woken.insert(target_id) {
-                notices.push(Notice::Wake(instance_id, target_id));
+            if self.woken.contains(&target_id) {
+                continue;
+            }
+            // The ticket travels with the wake-up: the instance may not have been told yet.
+            if let Some(ticket) = store::ticket(ctx.store().conn()?, target_id)? {
+                self.woken.insert(target_id);
+                notices.push(Notice::Wake(instance_id, ticket));
             }
         }
         Ok(notices)
@@ -1038,9 +1043,10 @@ fn send(host: &Host, notices: Vec<Notice>) {
                             tracing::debug!(instance = %instance, %error, "could not tell an instance about its target");
                         }
                     }
-                    Notice::Wake(instance, target_id) => {
+                    Notice::Wake(instance, ticket) => {
+                        let target_id = ticket.target_id;
                         let attempted = matches!(
-                            tell(host, &instance, FleetNotice::Wake { target_id }).await,
+                            tell(host, &instance, FleetNotice::Wake(ticket)).await,
                             Ok(InstanceReply::Fleet(true))
                         );
                         if !attempted {

@@ -40,11 +40,9 @@ const LINK_KEY: &str = "fleet";
 pub enum FleetNotice {
     /// A target for this instance was scheduled (or made due now by run-now).
     Scheduled(TargetTicket),
-    /// A slot may be free: try the target now. Answered with `InstanceReply::Fleet(attempted)`.
-    Wake {
-        /// The target.
-        target_id: i64,
-    },
+    /// A slot may be free: try this target now (adopting it if the instance was not told
+    /// about it yet). Answered with `InstanceReply::Fleet(attempted)`.
+    Wake(TargetTicket),
     /// The target was cancelled.
     Cancelled {
         /// The target.
@@ -170,17 +168,16 @@ impl Instance {
                 self.save_link(ctx, link, Some(Some(at)))?;
                 Ok(InstanceReply::Ack)
             }
-            FleetNotice::Wake { target_id } => {
-                if self
-                    .fleet
-                    .upcoming
-                    .as_ref()
-                    .is_some_and(|t| t.target_id == target_id)
-                {
-                    Ok(InstanceReply::Fleet(self.try_apply(ctx).await?))
-                } else {
-                    Ok(InstanceReply::Fleet(false))
+            FleetNotice::Wake(ticket) => {
+                if self.fleet.running.is_some() {
+                    return Ok(InstanceReply::Fleet(false));
                 }
+                if self.fleet.upcoming.as_ref() != Some(&ticket) {
+                    let mut link = self.fleet.clone();
+                    link.upcoming = Some(ticket);
+                    self.save_link(ctx, link, None)?;
+                }
+                Ok(InstanceReply::Fleet(self.try_apply(ctx).await?))
             }
             FleetNotice::Cancelled { target_id } => {
                 if self
