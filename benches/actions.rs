@@ -35,7 +35,13 @@ use clawdo::instances::{Caller, ProvisionSpec};
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures::StreamExt as _;
 
-const TARGETS: usize = 10_000;
+/// Targets of the big action (`CLAWDO_BENCH_TARGETS` overrides, for quick looks).
+fn targets() -> usize {
+    std::env::var("CLAWDO_BENCH_TARGETS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000)
+}
 const CAP: usize = 64;
 
 fn restart(ids: &[String]) -> ScheduleSpec {
@@ -121,8 +127,22 @@ async fn run_action(rt: &Runtime, ids: &[String]) -> (Duration, Duration, u64) {
     let after = Instant::now();
     let deadline = after + Duration::from_secs(120);
     let mut peak = 0;
+    let mut last_report = Instant::now();
     loop {
         peak = peak.max(rt.stats().fleet.slots_in_use);
+        if ids.len() >= 1_000 && last_report.elapsed() >= Duration::from_secs(1) {
+            last_report = Instant::now();
+            if let Some(s) = actions.list(Some(action.id + 1), 1).await.unwrap().pop() {
+                println!(
+                    "INFO action progress t={:.1?} applied={} running={} pending={} refused_claims={}",
+                    after.elapsed(),
+                    s.counts.applied,
+                    s.counts.running,
+                    s.counts.pending,
+                    rt.stats().fleet.claims_refused
+                );
+            }
+        }
         let summary = actions
             .list(Some(action.id + 1), 1)
             .await
@@ -156,14 +176,15 @@ fn action_benches(c: &mut Criterion) {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
+    let n = targets();
     let (rt, ids) = tokio.block_on(async {
         let rt = build(dir.path()).await;
         let started = Instant::now();
-        let ids = create(&rt, TARGETS).await;
+        let ids = create(&rt, n).await;
         println!(
-            "INFO action_10k/setup created and started {TARGETS} instances in {:.1?} ({:.2} ms each)",
+            "INFO action_10k/setup created and started {n} instances in {:.1?} ({:.2} ms each)",
             started.elapsed(),
-            started.elapsed().as_secs_f64() * 1e3 / TARGETS as f64
+            started.elapsed().as_secs_f64() * 1e3 / n as f64
         );
         (rt, ids)
     });
@@ -178,7 +199,7 @@ fn action_benches(c: &mut Criterion) {
     let factor = (scheduled.as_secs_f64() / 1.0).max(terminal.as_secs_f64() / 5.0);
     println!(
         "FIGURE action_10k schedule={scheduled:.2?} all_terminal={terminal:.2?} \
-         peak_slots={peak_slots} peak_provider={peak_provider} cap={CAP} targets={TARGETS} \
+         peak_slots={peak_slots} peak_provider={peak_provider} cap={CAP} targets={n} \
          (target schedule<=1s, all terminal<=5s, peak<=cap: {})",
         verdict(ok, factor)
     );
@@ -190,7 +211,7 @@ fn action_benches(c: &mut Criterion) {
             tokio.block_on(async {
                 let mut total = Duration::ZERO;
                 for i in 0..iters {
-                    let start = usize::try_from(i).unwrap_or(0) * 100 % (TARGETS - 100);
+                    let start = usize::try_from(i).unwrap_or(0) * 100 % (n - 100);
                     let (s, t, _) = run_action(&rt, &ids[start..start + 100]).await;
                     total += s + t;
                 }

@@ -475,7 +475,6 @@ impl Fleet {
     }
 
     fn claim(&mut self, ctx: &mut Ctx, target_id: i64, instance_id: &str) -> Result<ClaimReply> {
-        self.woken.remove(&target_id);
         let now = ctx.now();
         let row = store::target_row(ctx.store().conn()?, target_id)?
             .filter(|row| row.instance_id == instance_id)
@@ -533,11 +532,20 @@ impl Fleet {
             );
             return Ok(ClaimReply::Deferred { until });
         }
-        let lease_ms: i64 = ctx.store().conn()?.query_row(
-            "SELECT lease_ms FROM scheduled_actions WHERE id = ?1",
-            [row.action_id],
-            |r| r.get(0),
-        )?;
+        // Only this object changes slots, so its count is exact: a full cap needs no
+        // transaction to say so (the claim below re-checks it atomically anyway).
+        if !row.force && self.services.counters.slots_in_use.load(Ordering::Relaxed) >= self.cap() {
+            self.services
+                .counters
+                .claims_refused
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(ClaimReply::Full);
+        }
+        let lease_ms: i64 = ctx
+            .store()
+            .conn()?
+            .prepare_cached("SELECT lease_ms FROM scheduled_actions WHERE id = ?1")?
+            .query_row([row.action_id], |r| r.get(0))?;
         let lease_expires_at = now + lease_ms;
         let epoch = epoch_i64(ctx.host().epoch());
         let cap = i64::try_from(self.cap()).unwrap_or(i64::MAX);
@@ -987,12 +995,13 @@ impl Fleet {
                 target_id,
                 instance_id,
             } => {
+                let released = self.woken.remove(&target_id);
                 let reply = self.claim(ctx, target_id, &instance_id)?;
-                // A lost or deferred claim released its wake reservation: pass it on.
-                let notices = if matches!(reply, ClaimReply::Won { .. }) {
-                    none()
-                } else {
+                // A woken target that did not take its slot passes the wake-up on.
+                let notices = if released && !matches!(reply, ClaimReply::Won { .. }) {
                     self.drain(ctx)?
+                } else {
+                    none()
                 };
                 (FleetReply::Claim(reply), notices)
             }
