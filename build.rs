@@ -25,6 +25,8 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     tonic_prost_build::configure()
         .emit_rerun_if_changed(false)
+        // Keeps `Instance` (a variant of the watch stream's `oneof`) small.
+        .boxed(".clawdo.v1.Instance.upcoming_action")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -494,12 +494,14 @@ impl From<InstanceView> for pb::Instance {
                 .operation
                 .map(|op| op.as_str().to_owned())
                 .unwrap_or_default(),
-            upcoming_action: view.upcoming_action.map(|t| pb::UpcomingAction {
-                action_id: t.action_id,
-                target_id: t.target_id,
-                kind: t.kind.as_str().to_owned(),
-                image_tag: t.image_tag,
-                run_at_ms: t.run_at,
+            upcoming_action: view.upcoming_action.map(|t| {
+                Box::new(pb::UpcomingAction {
+                    action_id: t.action_id,
+                    target_id: t.target_id,
+                    kind: t.kind.as_str().to_owned(),
+                    image_tag: t.image_tag,
+                    run_at_ms: t.run_at,
+                })
             }),
         }
     }
