@@ -221,15 +221,18 @@ impl RuntimeBuilder {
             builder = register(builder);
         }
         let host = builder.start().await?;
-        // Activate the fleet now: runs orphaned by a previous process are failed and their
-        // slots freed at once, and waiting targets are woken, instead of at the next lease.
-        match host
-            .get::<Fleet>(FLEET_ID)?
-            .call(FleetRequest::Ping)
-            .await?
-        {
-            Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "the fleet could not start cleanly"),
+        // Activate an existing fleet now: runs orphaned by a previous process are failed and
+        // their slots freed at once, and waiting targets are woken, instead of at the next
+        // lease. A fresh data directory gets no fleet object until the first action.
+        if host.exists::<Fleet>(FLEET_ID).await? {
+            match host
+                .get::<Fleet>(FLEET_ID)?
+                .call(FleetRequest::Ping)
+                .await?
+            {
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "the fleet could not start cleanly"),
+            }
         }
         Ok(Runtime {
             host,
