@@ -815,3 +815,63 @@ async fn bad_input_gets_typed_errors_and_writes_nothing() {
     assert_eq!(kept.counts.total, 1, "the destroyed instance was dropped");
     rt.shutdown(Duration::from_secs(10)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_instance_applies_its_target_when_its_own_operation_ends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let rt = runtime(tmp.path(), &clock, 1).await;
+    let ids = provision(&rt, "busy", 1).await;
+    let sim = rt.sim().unwrap().clone();
+    let before = sim.calls().restart_machine;
+    sim.set_config(SimConfig {
+        hang_rate: 1.0,
+        ..SimConfig::default()
+    })
+    .unwrap();
+    // The user's own restart hangs: the instance is busy until its operation lease ends.
+    rt.instances()
+        .restart(&Caller::Admin, &ids[0])
+        .await
+        .unwrap();
+    eventually("the user's hung call", || async {
+        (sim.calls().restart_machine > before).then_some(())
+    })
+    .await;
+    let action = rt
+        .actions()
+        .schedule("admin", restart(&ids, None))
+        .await
+        .unwrap();
+    eventually("the banner", || async {
+        rt.instances()
+            .get(&Caller::Admin, &ids[0])
+            .await
+            .unwrap()
+            .upcoming_action
+    })
+    .await;
+    rt.host().settle_alarms().await.unwrap();
+    let d = detail(&rt, action.id).await;
+    assert_eq!(
+        d.targets[0].status,
+        TargetStatus::Pending,
+        "busy: not claimed"
+    );
+    assert_eq!(
+        rt.stats().fleet.slots_in_use,
+        0,
+        "a busy instance holds no slot"
+    );
+    // The user's operation ends (lease expired: the machine is stopped), the target is tried
+    // at once and skipped, since a stopped instance is not restarted by the fleet.
+    clock.advance(Duration::from_secs(601));
+    rt.host().settle_alarms().await.unwrap();
+    let d = finished(&rt, action.id).await;
+    assert_eq!(d.targets[0].status, TargetStatus::Skipped, "{d:#?}");
+    assert_eq!(
+        d.targets[0].failure_reason.as_deref(),
+        Some("instance_not_running")
+    );
+    rt.shutdown(Duration::from_secs(10)).await.unwrap();
+}

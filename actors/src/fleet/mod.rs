@@ -334,6 +334,9 @@ pub struct Fleet {
     /// Targets woken by the drain whose instance has not answered yet (each holds a slot
     /// reservation so that one free slot wakes one target).
     woken: HashSet<i64>,
+    /// Woken targets whose instance declined (it was busy): not woken again; the instance
+    /// tries by itself when its operation ends (or at its next reconcile).
+    declined: HashSet<i64>,
     /// When the reaper timer is armed.
     reaper_at: Option<UnixMillis>,
 }
@@ -646,17 +649,14 @@ impl Fleet {
         }
         let now = ctx.now();
         let free = usize::try_from(free).unwrap_or(usize::MAX);
-        let rows = store::claimable(
-            ctx.store().conn()?,
-            now,
-            free.saturating_add(self.woken.len()),
-        )?;
+        let skip = self.woken.len() + self.declined.len();
+        let rows = store::claimable(ctx.store().conn()?, now, free.saturating_add(skip))?;
         let mut notices = Vec::new();
         for (target_id, instance_id) in rows {
             if notices.len() == free {
                 break;
             }
-            if self.woken.contains(&target_id) {
+            if self.woken.contains(&target_id) || self.declined.contains(&target_id) {
                 continue;
             }
             // The ticket travels with the wake-up: the instance may not have been told yet.
@@ -789,6 +789,7 @@ impl Fleet {
         };
         for (_, target) in &pending {
             self.woken.remove(target);
+            self.declined.remove(target);
         }
         tracing::info!(
             action = action_id,
@@ -832,6 +833,7 @@ impl Fleet {
             });
         }
         self.woken.remove(&target_id);
+        self.declined.remove(&target_id);
         let view = store::targets(ctx.store().conn()?, action_id, Some(target_id))?
             .pop()
             .ok_or(ActionError::TargetNotFound {
@@ -996,6 +998,7 @@ impl Fleet {
                 instance_id,
             } => {
                 let released = self.woken.remove(&target_id);
+                self.declined.remove(&target_id);
                 let reply = self.claim(ctx, target_id, &instance_id)?;
                 // A woken target that did not take its slot passes the wake-up on.
                 let notices = if released && !matches!(reply, ClaimReply::Won { .. }) {
@@ -1007,6 +1010,7 @@ impl Fleet {
             }
             FleetRequest::Skip { target_id, reason } => {
                 self.woken.remove(&target_id);
+                self.declined.remove(&target_id);
                 self.finish(
                     ctx,
                     target_id,
@@ -1024,7 +1028,9 @@ impl Fleet {
                 none(),
             ),
             FleetRequest::WakeDone { target_id } => {
-                self.woken.remove(&target_id);
+                if self.woken.remove(&target_id) {
+                    self.declined.insert(target_id);
+                }
                 (FleetReply::Ack, self.drain(ctx)?)
             }
             FleetRequest::Audit { limit } => (
@@ -1117,6 +1123,7 @@ impl Object for Fleet {
             services,
             limiter,
             woken: HashSet::new(),
+            declined: HashSet::new(),
             reaper_at,
         };
         // Runs claimed by a previous process died with it: fail them now, free their slots.
