@@ -182,7 +182,7 @@ fn action_benches(c: &mut Criterion) {
         let started = Instant::now();
         let ids = create(&rt, n).await;
         println!(
-            "INFO action_10k/setup created and started {n} instances in {:.1?} ({:.2} ms each)",
+            "INFO action_{n}/setup created and started {n} instances in {:.1?} ({:.2} ms each)",
             started.elapsed(),
             started.elapsed().as_secs_f64() * 1e3 / n as f64
         );
@@ -198,7 +198,7 @@ fn action_benches(c: &mut Criterion) {
         && peak_provider <= CAP;
     let factor = (scheduled.as_secs_f64() / 1.0).max(terminal.as_secs_f64() / 5.0);
     println!(
-        "FIGURE action_10k schedule={scheduled:.2?} all_terminal={terminal:.2?} \
+        "FIGURE action_{n} schedule={scheduled:.2?} all_terminal={terminal:.2?} \
          peak_slots={peak_slots} peak_provider={peak_provider} cap={CAP} targets={n} \
          (target schedule<=1s, all terminal<=5s, peak<=cap: {})",
         verdict(ok, factor)
