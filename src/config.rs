@@ -51,6 +51,7 @@ use clawdo_actors::Durability;
 use clawdo_actors::instance::{InstanceConfig, validate};
 use clawdo_actors::provider::LimiterConfig;
 use clawdo_actors::provider::sim::{self, SimConfig};
+use clawdo_actors::registry::RegistryConfig;
 
 use crate::auth::{self, Authenticator, Token, TokenConfig};
 
@@ -140,6 +141,10 @@ pub struct Config {
     pub provider: ProviderConfig,
     /// The instance class: reconcile periods and operation lease (seconds), default image.
     pub instance: InstanceConfig,
+    /// Provision admission: instance limits per owner kind (`user-instance-limit` default 1,
+    /// `org-instance-limit` default 100), `stale-after` and `check-interval` (seconds) of the
+    /// registry's cleanup alarm.
+    pub registry: RegistryConfig,
 }
 
 impl Default for Config {
@@ -153,6 +158,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             provider: ProviderConfig::default(),
             instance: InstanceConfig::default(),
+            registry: RegistryConfig::default(),
         }
     }
 }
@@ -267,6 +273,9 @@ impl Config {
         }
         validate::image_tag(&instance.default_image)
             .map_err(|e| Error::Invalid(format!("instance.default-image: {e}")))?;
+        self.registry
+            .validate()
+            .map_err(|e| Error::Invalid(format!("registry: {e}")))?;
         self.provider.sim.validate().map_err(Error::Sim)?;
         self.authenticator()?;
         Ok(())

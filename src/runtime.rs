@@ -14,7 +14,7 @@ use clawdo_actors::demo::Counter;
 use clawdo_actors::instance::{EventHub, Instance, InstanceConfig, InstanceServices};
 use clawdo_actors::provider::sim::{SimConfig, SimProvider};
 use clawdo_actors::provider::{LimiterConfig, MachineProvider, Provider};
-use clawdo_actors::registry::Registry;
+use clawdo_actors::registry::{Registry, RegistryConfig};
 use clawdo_actors::{Clock, Durability, Host, HostBuilder, HostConfig, Object};
 
 use crate::instances::Instances;
@@ -62,6 +62,7 @@ pub struct RuntimeBuilder {
     sim: SimConfig,
     limits: LimiterConfig,
     instances: InstanceConfig,
+    registry: RegistryConfig,
 }
 
 /// Class registrations are applied to the host builder as they come.
@@ -87,6 +88,7 @@ impl Default for RuntimeBuilder {
             sim: SimConfig::default(),
             limits: LimiterConfig::default(),
             instances: InstanceConfig::default(),
+            registry: RegistryConfig::default(),
         }
     }
 }
@@ -153,6 +155,12 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Settings of provision admission (instance limits per owner kind, cleanup timing).
+    pub fn registry_config(mut self, config: RegistryConfig) -> Self {
+        self.registry = config;
+        self
+    }
+
     /// Register an object class of the embedder's own.
     pub fn register<C: Object>(mut self) -> Self {
         let previous = self.host.0.take();
@@ -192,6 +200,7 @@ impl RuntimeBuilder {
         let mut builder = HostBuilder::new(self.data_dir)
             .config(self.config)
             .service(Arc::clone(&services))
+            .service(Arc::new(self.registry))
             .register::<Counter>()
             .register::<Instance>()
             .register::<Registry>();

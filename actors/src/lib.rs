@@ -16,7 +16,9 @@
 //! - [`provider`]: the [`provider::MachineProvider`] contract, its limiter (interactive calls
 //!   first) and the `sim` and `process` providers.
 //! - [`instance`]: the `instance` class: one claw instance and its machine's lifecycle.
-//! - [`registry`]: the `registry` class: one per owner, the owner's instance routes.
+//! - [`registry`]: the `registry` class: one per owner, the owner's instance routes and
+//!   provision admission.
+//! - [`crashpoint`]: named provision steps a crash test can kill the process at.
 //! - [`demo`]: a small counter class used by tests, benches and the embedding example.
 //! - [`error`]: this layer's [`Error`].
 
@@ -24,6 +26,7 @@ mod actor;
 pub mod blocking;
 pub mod clock;
 pub mod config;
+pub mod crashpoint;
 pub mod demo;
 mod dispatcher;
 pub mod error;

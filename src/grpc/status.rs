@@ -14,6 +14,11 @@
 //! | [`InstanceError::WrongStatus`] | `FAILED_PRECONDITION` | `INSTANCE_WRONG_STATUS` | `operation`, `status` |
 //! | [`InstanceError::Destroyed`] | `FAILED_PRECONDITION` | `INSTANCE_DESTROYED` | `instance_id` |
 //! | [`InstanceError::PermissionDenied`] | `PERMISSION_DENIED` | `PERMISSION_DENIED` | |
+//! | [`InstanceError::ProvisionInProgress`] | `ABORTED` | `PROVISION_IN_PROGRESS` | `owner`, `instance_id` |
+//! | [`InstanceError::ProvisionCompletionPending`] | `ABORTED` | `PROVISION_COMPLETION_PENDING` | `owner`, `instance_id` |
+//! | [`InstanceError::ProvisionReleased`] | `FAILED_PRECONDITION` | `PROVISION_RELEASED` | `instance_id` |
+//! | [`InstanceError::IdempotencyKeyReused`] | `FAILED_PRECONDITION` | `IDEMPOTENCY_KEY_REUSED` | `idempotency_key` |
+//! | [`InstanceError::Unavailable`] | `UNAVAILABLE` | `UNAVAILABLE` | |
 //! | [`InstanceError::Internal`] | `INTERNAL` | `INTERNAL` | |
 //!
 //! Authentication failures ([`unauthenticated`]) carry the reason `UNAUTHENTICATED`.
@@ -99,6 +104,23 @@ pub fn instance_error(error: InstanceError) -> Status {
                 (Code::FailedPrecondition, vec![("instance_id", id.clone())])
             }
             InstanceError::PermissionDenied(_) => (Code::PermissionDenied, Vec::new()),
+            InstanceError::ProvisionInProgress { owner, instance_id }
+            | InstanceError::ProvisionCompletionPending { owner, instance_id } => (
+                Code::Aborted,
+                vec![
+                    ("owner", owner.clone()),
+                    ("instance_id", instance_id.clone()),
+                ],
+            ),
+            InstanceError::ProvisionReleased { instance_id, .. } => (
+                Code::FailedPrecondition,
+                vec![("instance_id", instance_id.clone())],
+            ),
+            InstanceError::IdempotencyKeyReused(key) => (
+                Code::FailedPrecondition,
+                vec![("idempotency_key", key.clone())],
+            ),
+            InstanceError::Unavailable(_) => (Code::Unavailable, Vec::new()),
             InstanceError::Internal(detail) => {
                 tracing::error!(%detail, "instance call failed");
                 (Code::Internal, Vec::new())
