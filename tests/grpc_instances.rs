@@ -814,3 +814,60 @@ async fn a_restarted_server_keeps_every_instance_and_its_status() {
 
     server.stop().await.expect("clean shutdown");
 }
+
+#[tokio::test]
+async fn provision_admission_answers_with_reasons_over_grpc() {
+    // The provider never answers, so the first provision stays unresolved.
+    let server = start_server_with(|config| config.provider.sim.hang_rate = 1.0).await;
+    let mut client = server.instances(None).await;
+    let request = |key: &str| pb::ProvisionRequest {
+        owner: "user:adm".into(),
+        idempotency_key: Some(key.into()),
+        ..Default::default()
+    };
+    let first = client
+        .provision(request("k-1"))
+        .await
+        .expect("admitted")
+        .into_inner();
+    assert!(first.created);
+    let reservation = first.reservation.expect("a reservation");
+    assert_eq!(
+        (reservation.id, reservation.status()),
+        (1, pb::ReservationStatus::ProviderStarted)
+    );
+    let id = first.instance.expect("an instance").id;
+
+    // Another key while it runs: ABORTED / PROVISION_IN_PROGRESS naming the instance.
+    let status = refused(
+        client.provision(request("k-2")).await,
+        Code::Aborted,
+        "PROVISION_IN_PROGRESS",
+    );
+    assert_eq!(
+        error_info(&status).1.get("instance_id"),
+        Some(&id),
+        "{status:?}"
+    );
+    // The same key: the same provision, at once.
+    let again = client
+        .provision(request("k-1"))
+        .await
+        .expect("a retry answers")
+        .into_inner();
+    assert!(!again.created);
+    assert_eq!(again.instance.map(|i| i.id), Some(id));
+    // The same key for another request.
+    let mut other = request("k-1");
+    other.pinned = true;
+    refused(
+        client.provision(other).await,
+        Code::FailedPrecondition,
+        "IDEMPOTENCY_KEY_REUSED",
+    );
+    invalid(
+        client.provision(request("bad key")).await,
+        "idempotency_key",
+    );
+    server.stop().await.expect("clean shutdown");
+}

@@ -232,6 +232,47 @@ mod tests {
     }
 
     #[test]
+    fn provision_conflicts_are_aborted_with_their_reasons() {
+        let in_progress = InstanceError::ProvisionInProgress {
+            owner: "user:1".into(),
+            instance_id: "i-1".into(),
+        };
+        let pending = InstanceError::ProvisionCompletionPending {
+            owner: "user:1".into(),
+            instance_id: "i-1".into(),
+        };
+        for (error, expected) in [
+            (in_progress, "PROVISION_IN_PROGRESS"),
+            (pending, "PROVISION_COMPLETION_PENDING"),
+        ] {
+            let (code, reason, metadata, _) = sent(error);
+            assert_eq!((code, reason.as_str()), (Code::Aborted, expected));
+            assert_eq!(
+                metadata,
+                meta(&[("owner", "user:1"), ("instance_id", "i-1")])
+            );
+        }
+        let (code, reason, metadata, message) = sent(InstanceError::ProvisionReleased {
+            instance_id: "i-1".into(),
+            error: "provision failed: no capacity".into(),
+        });
+        assert_eq!(
+            (code, reason.as_str()),
+            (Code::FailedPrecondition, "PROVISION_RELEASED")
+        );
+        assert_eq!(metadata, meta(&[("instance_id", "i-1")]));
+        assert!(message.contains("no capacity"), "{message}");
+        let (code, reason, metadata, _) = sent(InstanceError::IdempotencyKeyReused("k".into()));
+        assert_eq!(
+            (code, reason.as_str()),
+            (Code::FailedPrecondition, "IDEMPOTENCY_KEY_REUSED")
+        );
+        assert_eq!(metadata, meta(&[("idempotency_key", "k")]));
+        let (code, reason, _, _) = sent(InstanceError::Unavailable("shutting down".into()));
+        assert_eq!((code, reason.as_str()), (Code::Unavailable, "UNAVAILABLE"));
+    }
+
+    #[test]
     fn internal() {
         let (code, reason, metadata, _) = sent(InstanceError::Internal("disk".into()));
         assert_eq!(code, Code::Internal);

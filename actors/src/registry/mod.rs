@@ -207,6 +207,14 @@ impl Registry {
         Ok(stmt.query_row([], reservation_from_row).optional()?)
     }
 
+    fn active_route_count(ctx: &mut Ctx) -> Result<u64, RegistryError> {
+        let conn = ctx.store().conn()?;
+        let count: i64 = conn
+            .prepare_cached("SELECT COUNT(*) FROM routes WHERE state = 'active'")?
+            .query_row([], |r| r.get(0))?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
     fn active_routes(ctx: &mut Ctx) -> Result<Vec<String>, RegistryError> {
         let conn = ctx.store().conn()?;
         let mut stmt = conn.prepare_cached(
@@ -308,8 +316,8 @@ impl Registry {
         // is tried once more.
         let mut repaired = false;
         loop {
-            let routes = Self::active_routes(ctx)?;
-            if routes.len() >= usize::try_from(limit).unwrap_or(usize::MAX) {
+            if Self::active_route_count(ctx)? >= u64::from(limit) {
+                let routes = Self::active_routes(ctx)?;
                 let live = self.prune_routes(ctx, routes).await?;
                 if live.len() >= usize::try_from(limit).unwrap_or(usize::MAX)
                     && let Some(first) = live.into_iter().next()
