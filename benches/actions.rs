@@ -82,10 +82,12 @@ async fn create(rt: &Runtime, n: usize) -> Vec<String> {
                 api.provision(
                     &Caller::Admin,
                     ProvisionSpec {
-                        owner: format!("user:{}", id.len()),
+                        // One owner per instance: a user may hold one instance.
+                        owner: format!("user:{id}"),
                         image_tag: Some("claw:1".into()),
                         pinned: false,
                         instance_id: Some(id),
+                        idempotency_key: None,
                     },
                 )
                 .await

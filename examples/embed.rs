@@ -134,7 +134,8 @@ async fn instances_demo(runtime: &Runtime) -> anyhow::Result<()> {
                 ..ProvisionSpec::default()
             },
         )
-        .await?;
+        .await?
+        .instance;
     let id = view.id.clone();
     println!("provisioned {id}: {}", view.status.as_str());
     // Follow the instance's events until each step reaches the status it waits for.

@@ -26,16 +26,23 @@ async fn main() -> anyhow::Result<()> {
     let channel = client::connect(&server).await?;
     let mut instances = client::instance_client(channel, token.as_deref())?;
 
-    let created = instances
+    let answer = instances
         .provision(pb::ProvisionRequest {
             owner: "user:demo".into(),
             image_tag: None,
             pinned: false,
             instance_id: None,
+            idempotency_key: None,
         })
         .await
         .map_err(client::Error::from)?
         .into_inner();
+    if !answer.created {
+        println!("{}", client::provision_note(answer.reservation.as_ref()));
+    }
+    let created = answer
+        .instance
+        .ok_or_else(|| anyhow::anyhow!("the server answered without an instance"))?;
     println!("provisioned {} ({})", created.id, created.image_tag);
 
     // One watch for the whole session: a snapshot first, then every event in order.

@@ -469,9 +469,13 @@ async fn get_scenario(load: &Load) -> anyhow::Result<String> {
             image_tag: None,
             pinned: false,
             instance_id: None,
+            idempotency_key: None,
         }))
         .await
         .context("provision an instance for the get scenario")?;
+        let created = created
+            .instance
+            .context("the server answered a provision without an instance")?;
         targets.push(created.id);
     }
     let deadline = Instant::now() + SETUP_TIMEOUT;
@@ -583,14 +587,17 @@ async fn provision_scenario(load: &Load) -> anyhow::Result<String> {
                     image_tag: None,
                     pinned: false,
                     instance_id: None,
+                    idempotency_key: Some(format!("lg-{run_tag}-{seq}")),
                 };
                 let start = Instant::now();
                 let answer = tokio::time::timeout(CALL_TIMEOUT, client.provision(request)).await;
                 let elapsed = start.elapsed();
                 match answer {
-                    Ok(Ok(instance)) => {
+                    Ok(Ok(answer)) => {
                         result.record(elapsed);
-                        result.ids.push(instance.into_inner().id);
+                        if let Some(instance) = answer.into_inner().instance {
+                            result.ids.push(instance.id);
+                        }
                     }
                     Ok(Err(status)) => result.status(&status),
                     Err(_) => result.timeout(),

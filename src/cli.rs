@@ -38,6 +38,10 @@ pub enum Command {
     /// committed write (used by the crash-recovery tests, which SIGKILL this process).
     #[command(hide = true)]
     DemoLoad(DemoLoadArgs),
+    /// Test support: one provision, SIGKILLing this process at a named step (used by the
+    /// admission crash tests).
+    #[command(hide = true)]
+    DemoProvision(DemoProvisionArgs),
     /// The process provider's default machine: answer HTTP health checks on
     /// `127.0.0.1:<port>` until SIGTERM.
     #[command(hide = true)]
@@ -50,6 +54,23 @@ pub struct MachineStubArgs {
     /// Loopback port to serve the health check on.
     #[arg(long)]
     pub port: u16,
+}
+
+/// Flags of the hidden `clawdo demo-provision`.
+#[derive(Debug, Args)]
+pub struct DemoProvisionArgs {
+    /// Directory holding every object file.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Owner key.
+    #[arg(long)]
+    pub owner: String,
+    /// Idempotency key.
+    #[arg(long)]
+    pub idempotency_key: String,
+    /// SIGKILL the process when the provision reaches this step.
+    #[arg(long)]
+    pub crash_at: Option<String>,
 }
 
 /// Flags of the hidden `clawdo demo-load`.
@@ -189,6 +210,10 @@ pub enum InstanceCommand {
         /// Instance id [default: generated].
         #[arg(long)]
         id: Option<String>,
+        /// Idempotency key: repeating the command with the same key answers the same
+        /// provision instead of starting another [default: a fresh random key].
+        #[arg(long)]
+        idempotency_key: Option<String>,
         /// Wait until the instance runs (exit 1 if provisioning fails).
         #[arg(long)]
         wait: bool,
@@ -306,21 +331,31 @@ async fn run_instance_command(
             image,
             pin,
             id,
+            idempotency_key,
             wait,
         } => {
-            let created = client
+            let answer = client
                 .provision(pb::ProvisionRequest {
                     owner: owner.unwrap_or_default(),
                     image_tag: image,
                     pinned: pin,
                     instance_id: id,
+                    idempotency_key,
                 })
                 .await?
                 .into_inner();
+            let Some(instance) = answer.instance else {
+                return Err(client::Error::Protocol(
+                    "the server answered a provision without an instance".into(),
+                ));
+            };
+            if !answer.created {
+                eprintln!("{}", client::provision_note(answer.reservation.as_ref()));
+            }
             if wait {
-                client::wait_running(client, &created.id, |_| Ok(())).await?
+                client::wait_running(client, &instance.id, |_| Ok(())).await?
             } else {
-                created
+                instance
             }
         }
         InstanceCommand::Get { id } => client

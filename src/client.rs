@@ -79,6 +79,37 @@ pub enum Error {
     /// Writing the output failed (e.g. a closed pipe).
     #[error("could not write the output")]
     Output(#[from] std::io::Error),
+    /// The server's answer lacks something the protocol promises.
+    #[error("unexpected answer: {0}")]
+    Protocol(String),
+}
+
+/// The note printed (to stderr) when a provision did not create an instance: which earlier
+/// provision the answer comes from, or that the owner is at its instance limit.
+pub fn provision_note(reservation: Option<&pb::Reservation>) -> String {
+    match reservation {
+        Some(r) => format!(
+            "note: idempotency key {:?} was used before; this is its provision (reservation {}, {})",
+            r.idempotency_key,
+            r.id,
+            reservation_status_name(r.status())
+        ),
+        None => "note: the owner is at its instance limit; this is its existing instance \
+                 (no machine was made)"
+            .to_owned(),
+    }
+}
+
+/// Lower-case name of a reservation status.
+pub fn reservation_status_name(status: pb::ReservationStatus) -> &'static str {
+    match status {
+        pb::ReservationStatus::Unspecified => "unspecified",
+        pb::ReservationStatus::Admitted => "admitted",
+        pb::ReservationStatus::ProviderStarted => "provider_started",
+        pb::ReservationStatus::Completed => "completed",
+        pb::ReservationStatus::Released => "released",
+        pb::ReservationStatus::FailedRequiresReconciliation => "failed_requires_reconciliation",
+    }
 }
 
 impl From<Status> for Error {

@@ -58,6 +58,7 @@ use clawdo_actors::fleet::FleetConfig;
 use clawdo_actors::instance::{InstanceConfig, validate};
 use clawdo_actors::provider::LimiterConfig;
 use clawdo_actors::provider::sim::{self, SimConfig};
+use clawdo_actors::registry::RegistryConfig;
 
 use crate::auth::{self, Authenticator, Token, TokenConfig};
 
@@ -151,6 +152,10 @@ pub struct Config {
     /// default 1200), interactive-pressure delay (default 30) and its total bound (default
     /// 600).
     pub fleet: FleetConfig,
+    /// Provision admission: instance limits per owner kind (`user-instance-limit` default 1,
+    /// `org-instance-limit` default 100), `stale-after` and `check-interval` (seconds) of the
+    /// registry's cleanup alarm.
+    pub registry: RegistryConfig,
 }
 
 impl Default for Config {
@@ -165,6 +170,7 @@ impl Default for Config {
             provider: ProviderConfig::default(),
             instance: InstanceConfig::default(),
             fleet: FleetConfig::default(),
+            registry: RegistryConfig::default(),
         }
     }
 }
@@ -292,6 +298,9 @@ impl Config {
         }
         validate::image_tag(&instance.default_image)
             .map_err(|e| Error::Invalid(format!("instance.default-image: {e}")))?;
+        self.registry
+            .validate()
+            .map_err(|e| Error::Invalid(format!("registry: {e}")))?;
         self.provider.sim.validate().map_err(Error::Sim)?;
         self.authenticator()?;
         Ok(())

@@ -4,16 +4,29 @@
 //! Every method validates its input before anything is written, answers unknown or invisible
 //! instances with `NotFound` without creating anything, and returns the domain
 //! [`InstanceError`]; the gRPC `InstanceService` is a thin adapter over this type.
+//!
+//! # Provisioning
+//! [`Instances::provision`] goes through the owner's registry (SPEC §5): `Begin` admits the
+//! provision (or answers the idempotency key's earlier outcome, the owner's existing instance
+//! at its limit, or a conflict), `MarkStarted` moves the reservation to `provider_started` —
+//! only the call that made that move goes on — and the instance's `Provision` creates the
+//! instance and starts its provider work. The instance reports completion or failure to the
+//! registry itself. A retry with the same key resumes a provision a crash interrupted at
+//! any step; the steps are conditional, so resuming twice creates one instance.
 
 use futures::StreamExt as _;
 use tokio::sync::broadcast;
 
 use clawdo_actors::Host;
+use clawdo_actors::crashpoint;
 use clawdo_actors::instance::{
     Instance, InstanceError, InstanceEvent, InstanceReply, InstanceRequest, InstanceServices,
     InstanceView, OpRequest, Status, validate,
 };
-use clawdo_actors::registry::{Registry, RegistryReply, RegistryRequest};
+use clawdo_actors::registry::{
+    BeginOutcome, BeginRequest, ConflictReason, Registry, RegistryError, RegistryReply,
+    RegistryRequest, Reservation, ReservationStatus,
+};
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +57,22 @@ pub struct ProvisionSpec {
     pub pinned: bool,
     /// Instance id (`None`: generated, `inst-` + 16 hex digits).
     pub instance_id: Option<String>,
+    /// Idempotency key, unique per owner (`None`: a fresh random key, so the call is not
+    /// retryable). A retry with the same key answers the same provision.
+    pub idempotency_key: Option<String>,
+}
+
+/// What a provision answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provisioned {
+    /// The instance (status `provisioning` for a new one).
+    pub instance: InstanceView,
+    /// Whether this call created the instance. `false` for a retry of an earlier provision,
+    /// and for an owner already at its instance limit (then `instance` is its existing one and
+    /// no machine was made).
+    pub created: bool,
+    /// The registry's reservation of this provision (`None` when the owner was at its limit).
+    pub reservation: Option<Reservation>,
 }
 
 /// One page of a listing.
@@ -68,6 +97,24 @@ fn internal(e: impl std::fmt::Display) -> InstanceError {
     InstanceError::Internal(e.to_string())
 }
 
+/// A runtime error as the instance API reports it: retryable conditions are `Unavailable`.
+fn host_error(e: clawdo_actors::Error) -> InstanceError {
+    match e {
+        clawdo_actors::Error::ShuttingDown | clawdo_actors::Error::Timeout { .. } => {
+            InstanceError::Unavailable(e.to_string())
+        }
+        other => internal(other),
+    }
+}
+
+/// What a fresh provision asks for, once validated.
+#[derive(Debug)]
+struct FreshProvision {
+    owner: String,
+    image_tag: String,
+    pinned: bool,
+}
+
 impl Instances {
     /// Instance operations on `host` (which must have the instance and registry classes and
     /// [`InstanceServices`]).
@@ -75,13 +122,18 @@ impl Instances {
         Instances { host }
     }
 
-    /// Create an instance and start provisioning its machine. Returns at once with status
-    /// `provisioning`; watch or poll for `running`.
+    /// Admit and start a fresh provision through the owner's registry (see the module docs).
+    /// Returns at once with status `provisioning`; watch or poll for `running`.
+    ///
+    /// Errors: `ProvisionInProgress` / `ProvisionCompletionPending` when another provision of
+    /// the owner is unresolved, `ProvisionReleased` when this key's provision ended without an
+    /// instance, `IdempotencyKeyReused` when the key was used for a different request,
+    /// `AlreadyExists` for an instance id in use, and invalid input.
     pub async fn provision(
         &self,
         caller: &Caller,
         spec: ProvisionSpec,
-    ) -> Result<InstanceView, InstanceError> {
+    ) -> Result<Provisioned, InstanceError> {
         validate::owner(&spec.owner)?;
         if let Caller::Owner(own) = caller
             && *own != spec.owner
@@ -92,38 +144,166 @@ impl Instances {
             )));
         }
         let services = self.services()?;
+        if let Some(tag) = &spec.image_tag {
+            validate::image_tag(tag)?;
+        }
+        if let Some(id) = &spec.instance_id {
+            validate::instance_id(id)?;
+        }
+        let idempotency_key = match spec.idempotency_key {
+            Some(key) => {
+                validate::idempotency_key(&key)?;
+                key
+            }
+            None => format!("auto-{:032x}", rand::random::<u128>()),
+        };
+        let fingerprint = format!(
+            "image={};pinned={};id={}",
+            spec.image_tag.as_deref().unwrap_or("<default>"),
+            spec.pinned,
+            spec.instance_id.as_deref().unwrap_or("<generated>")
+        );
         let image_tag = spec
             .image_tag
             .unwrap_or_else(|| services.config.default_image.clone());
-        validate::image_tag(&image_tag)?;
-        let id = match spec.instance_id {
-            Some(id) => {
-                validate::instance_id(&id)?;
-                id
-            }
-            None => format!("inst-{:016x}", rand::random::<u64>()),
+        let instance_id = spec
+            .instance_id
+            .unwrap_or_else(|| format!("inst-{:016x}", rand::random::<u64>()));
+        let begin = BeginRequest {
+            idempotency_key,
+            fingerprint,
+            instance_id,
         };
-        if self.host.exists::<Instance>(&id).await.map_err(internal)? {
-            return Err(InstanceError::AlreadyExists(id));
-        }
-        match self
-            .registry(&spec.owner, RegistryRequest::AddRoute(id.clone()))
+        let outcome = match self
+            .registry(&spec.owner, RegistryRequest::Begin(begin))
             .await?
         {
-            RegistryReply::Ok => {}
-            other => return Err(internal(format!("registry: {other:?}"))),
-        }
-        let reply = self
-            .call(
-                &id,
-                InstanceRequest::Provision {
-                    owner: spec.owner,
-                    image_tag,
-                    pinned: spec.pinned,
+            RegistryReply::Begun(outcome) => outcome,
+            other => return Err(internal(format!("registry: unexpected reply {other:?}"))),
+        };
+        let fresh = FreshProvision {
+            owner: spec.owner,
+            image_tag,
+            pinned: spec.pinned,
+        };
+        match outcome {
+            BeginOutcome::Admitted(r) | BeginOutcome::Existing(r) => self.advance(&fresh, r).await,
+            BeginOutcome::AtLimit { instance_id, .. } => Ok(Provisioned {
+                instance: self.get(&Caller::Admin, &instance_id).await?,
+                created: false,
+                reservation: None,
+            }),
+            BeginOutcome::Conflict {
+                reason,
+                reservation,
+            } => Err(match reason {
+                ConflictReason::InProgress => InstanceError::ProvisionInProgress {
+                    owner: fresh.owner,
+                    instance_id: reservation.instance_id,
                 },
-            )
-            .await?;
-        view(reply)
+                ConflictReason::CompletionPending => InstanceError::ProvisionCompletionPending {
+                    owner: fresh.owner,
+                    instance_id: reservation.instance_id,
+                },
+            }),
+        }
+    }
+
+    /// Take reservation `r` as far as this call may: the winner of `admitted →
+    /// provider_started` (or anyone at `provider_started`, which the instance makes
+    /// idempotent) asks the instance to provision; a settled reservation answers its outcome.
+    async fn advance(
+        &self,
+        fresh: &FreshProvision,
+        mut r: Reservation,
+    ) -> Result<Provisioned, InstanceError> {
+        if r.status == ReservationStatus::Admitted {
+            match self
+                .registry(&fresh.owner, RegistryRequest::MarkStarted(r.id))
+                .await?
+            {
+                RegistryReply::Started { won, reservation } => {
+                    r = reservation;
+                    if won {
+                        crashpoint::reached(crashpoint::PROVIDER_STARTED);
+                    }
+                }
+                other => return Err(internal(format!("registry: unexpected reply {other:?}"))),
+            }
+        }
+        match r.status {
+            ReservationStatus::ProviderStarted => self.create(fresh, r).await,
+            ReservationStatus::Completed | ReservationStatus::FailedRequiresReconciliation => {
+                Ok(Provisioned {
+                    instance: self.get(&Caller::Admin, &r.instance_id).await?,
+                    created: false,
+                    reservation: Some(r),
+                })
+            }
+            ReservationStatus::Released => Err(InstanceError::ProvisionReleased {
+                instance_id: r.instance_id,
+                error: r.error.unwrap_or_default(),
+            }),
+            // Lost the move to `provider_started` to a call that is still on its way.
+            ReservationStatus::Admitted => Err(InstanceError::ProvisionInProgress {
+                owner: fresh.owner.clone(),
+                instance_id: r.instance_id,
+            }),
+        }
+    }
+
+    /// The instance side of reservation `r` (status `provider_started`).
+    async fn create(
+        &self,
+        fresh: &FreshProvision,
+        r: Reservation,
+    ) -> Result<Provisioned, InstanceError> {
+        let request = InstanceRequest::Provision {
+            owner: fresh.owner.clone(),
+            image_tag: fresh.image_tag.clone(),
+            pinned: fresh.pinned,
+            reservation: r.id,
+        };
+        match self.call(&r.instance_id, request).await {
+            Ok(InstanceReply::Provisioned { view, .. }) if view.status == Status::Destroyed => {
+                // Fenced by the registry's alarm before it arrived.
+                Err(InstanceError::ProvisionReleased {
+                    instance_id: r.instance_id,
+                    error: view.reason,
+                })
+            }
+            Ok(InstanceReply::Provisioned { view, created }) => Ok(Provisioned {
+                instance: view,
+                created,
+                reservation: Some(r),
+            }),
+            Ok(other) => Err(internal(format!("unexpected reply {other:?}"))),
+            Err(InstanceError::AlreadyExists(id)) => {
+                // The id belongs to an instance this reservation did not create: nothing was
+                // built, so the reservation is released at once.
+                let fail = RegistryRequest::Fail {
+                    reservation: r.id,
+                    instance_id: id.clone(),
+                    infra_may_exist: false,
+                    error: format!("instance id {id} is already in use"),
+                };
+                self.registry(&fresh.owner, fail).await?;
+                Err(InstanceError::AlreadyExists(id))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A reservation of `owner`'s registry.
+    pub async fn reservation(&self, owner: &str, id: u64) -> Result<Reservation, InstanceError> {
+        validate::owner(owner)?;
+        match self
+            .registry(owner, RegistryRequest::Reservation(id))
+            .await?
+        {
+            RegistryReply::Reservation(r) => Ok(r),
+            other => Err(internal(format!("registry: unexpected reply {other:?}"))),
+        }
     }
 
     /// Read one instance.
@@ -336,7 +516,7 @@ impl Instances {
             .map_err(internal)?
             .call(request)
             .await
-            .map_err(internal)?
+            .map_err(host_error)?
     }
 
     async fn registry(
@@ -349,7 +529,15 @@ impl Instances {
             .map_err(internal)?
             .call(request)
             .await
-            .map_err(internal)
+            .map_err(host_error)?
+            .map_err(|e| match e {
+                RegistryError::KeyReused(key) => InstanceError::IdempotencyKeyReused(key),
+                RegistryError::InstanceExists(id) => InstanceError::AlreadyExists(id),
+                RegistryError::UnknownReservation(id) => {
+                    InstanceError::NotFound(format!("reservation {id}"))
+                }
+                RegistryError::Internal(detail) => InstanceError::Internal(detail),
+            })
     }
 
     fn services(&self) -> Result<std::sync::Arc<InstanceServices>, InstanceError> {

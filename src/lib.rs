@@ -23,6 +23,8 @@
 //!   default machine ([`machine_stub::default_process_command`]).
 //! - [`demo_load`]: a bounded write load on demo counters that prints each acknowledged write;
 //!   the crash-recovery tests run it in a child process and SIGKILL it.
+//! - [`demo_provision`]: one provision that SIGKILLs its own process at a named step; the
+//!   admission crash tests run it.
 //! - `src/main.rs`, `src/cli.rs` (binary only): `clawdo serve` flags and config loading,
 //!   the `clawdo instance …` commands, logging, OS signals.
 
@@ -31,6 +33,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod demo_load;
+pub mod demo_provision;
 pub mod grpc;
 pub mod instances;
 pub mod machine_stub;

@@ -27,6 +27,7 @@ async fn main() -> ExitCode {
         Command::Action(args) => return action(args).await,
         Command::Serve(args) => serve(args).await,
         Command::DemoLoad(args) => demo_load(args).await,
+        Command::DemoProvision(args) => demo_provision(args).await,
         Command::MachineStub(args) => machine_stub(args).await,
     };
     match result {
@@ -89,6 +90,19 @@ async fn demo_load(args: cli::DemoLoadArgs) -> anyhow::Result<()> {
         writers: args.writers,
         max_writes: args.max_writes,
         alarm_at: args.alarm_at,
+    })
+    .await?;
+    Ok(())
+}
+
+/// `clawdo demo-provision`: one provision, killed at a named step for the crash tests.
+async fn demo_provision(args: cli::DemoProvisionArgs) -> anyhow::Result<()> {
+    init_tracing(LogFormat::Text);
+    clawdo::demo_provision::run(clawdo::demo_provision::Options {
+        data_dir: args.data_dir,
+        owner: args.owner,
+        idempotency_key: args.idempotency_key,
+        crash_at: args.crash_at,
     })
     .await?;
     Ok(())

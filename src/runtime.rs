@@ -15,7 +15,7 @@ use clawdo_actors::fleet::{FLEET_ID, Fleet, FleetConfig, FleetRequest, FleetServ
 use clawdo_actors::instance::{EventHub, Instance, InstanceConfig, InstanceServices};
 use clawdo_actors::provider::sim::{SimConfig, SimProvider};
 use clawdo_actors::provider::{LimiterConfig, MachineProvider, Provider};
-use clawdo_actors::registry::Registry;
+use clawdo_actors::registry::{Registry, RegistryConfig};
 use clawdo_actors::{Clock, Durability, Host, HostBuilder, HostConfig, Object};
 
 use crate::actions::Actions;
@@ -70,6 +70,7 @@ pub struct RuntimeBuilder {
     limits: LimiterConfig,
     instances: InstanceConfig,
     fleet: FleetConfig,
+    registry: RegistryConfig,
 }
 
 /// Class registrations are applied to the host builder as they come.
@@ -96,6 +97,7 @@ impl Default for RuntimeBuilder {
             limits: LimiterConfig::default(),
             instances: InstanceConfig::default(),
             fleet: FleetConfig::default(),
+            registry: RegistryConfig::default(),
         }
     }
 }
@@ -169,6 +171,12 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Settings of provision admission (instance limits per owner kind, cleanup timing).
+    pub fn registry_config(mut self, config: RegistryConfig) -> Self {
+        self.registry = config;
+        self
+    }
+
     /// Register an object class of the embedder's own.
     pub fn register<C: Object>(mut self) -> Self {
         let previous = self.host.0.take();
@@ -210,6 +218,7 @@ impl RuntimeBuilder {
             .config(self.config)
             .service(Arc::clone(&services))
             .service(Arc::clone(&fleet))
+            .service(Arc::new(self.registry))
             .register::<Counter>()
             .register::<Instance>()
             .register::<Registry>()

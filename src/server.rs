@@ -114,7 +114,8 @@ pub async fn build_runtime(config: &Config) -> Result<Runtime, Error> {
         .sim_config(config.provider.sim.clone())
         .provider_limits(config.provider.limits.clone())
         .instance_config(config.instance.clone())
-        .fleet_config(config.fleet.clone());
+        .fleet_config(config.fleet.clone())
+        .registry_config(config.registry.clone());
     if config.provider.kind == ProviderKind::Process {
         let provider = ProcessProvider::open(ProcessConfig {
             root: config.data_dir.join("providers").join("process"),

@@ -82,10 +82,12 @@ async fn provision(rt: &Runtime, prefix: &str, n: usize) -> Vec<String> {
         api.provision(
             &Caller::Admin,
             ProvisionSpec {
-                owner: "user:1".into(),
+                // One owner per instance: a user may hold one instance (admission limit).
+                owner: format!("user:{id}"),
                 image_tag: Some("claw:1".into()),
                 pinned: false,
                 instance_id: Some(id.clone()),
+                idempotency_key: None,
             },
         )
         .await

@@ -93,12 +93,39 @@ async fn instance_commands_drive_a_server() {
     assert_eq!(json["status"], "running");
     assert_eq!(json["image_tag"], "claw:1");
 
-    instance(&url, &["provision", "--owner", "user:cli", "--id", "cli-2"])
-        .await
-        .status
-        .success()
-        .then_some(())
-        .expect("second provision");
+    // user:cli is at its limit of one instance: the CLI prints the existing one and says so.
+    let again = instance(&url, &["provision", "--owner", "user:cli", "--id", "cli-2"]).await;
+    assert_success(&again);
+    assert!(
+        stdout(&again).contains("id:             cli-1\n"),
+        "{}",
+        stdout(&again)
+    );
+    let note = String::from_utf8_lossy(&again.stderr);
+    assert!(note.contains("at its instance limit"), "{note}");
+
+    // A second owner's provision under an idempotency key; the retry answers the same one.
+    for _ in 0..2 {
+        let org = instance(
+            &url,
+            &[
+                "provision",
+                "--owner",
+                "org:cli",
+                "--id",
+                "cli-2",
+                "--idempotency-key",
+                "k-1",
+            ],
+        )
+        .await;
+        assert_success(&org);
+        assert!(
+            stdout(&org).contains("id:             cli-2\n"),
+            "{}",
+            stdout(&org)
+        );
+    }
     let listed = instance(&url, &["list"]).await;
     assert_success(&listed);
     let lines: Vec<String> = stdout(&listed).lines().map(String::from).collect();
@@ -108,9 +135,9 @@ async fn instance_commands_drive_a_server() {
         lines[1].starts_with("cli-1  user:cli  running "),
         "{lines:?}"
     );
-    assert!(lines[2].starts_with("cli-2  user:cli  "), "{lines:?}");
+    assert!(lines[2].starts_with("cli-2  org:cli   "), "{lines:?}");
 
-    let listed = instance(&url, &["list", "--json", "--owner", "user:cli"]).await;
+    let listed = instance(&url, &["list", "--json", "--owner", "org:cli"]).await;
     assert_success(&listed);
     let ids: Vec<String> = stdout(&listed)
         .lines()
@@ -119,7 +146,25 @@ async fn instance_commands_drive_a_server() {
             value["id"].as_str().expect("an id").to_owned()
         })
         .collect();
-    assert_eq!(ids, ["cli-1", "cli-2"]);
+    assert_eq!(ids, ["cli-2"]);
+
+    // A conflicting reuse of the key is printed plainly with its reason.
+    let reused = instance(
+        &url,
+        &[
+            "provision",
+            "--owner",
+            "org:cli",
+            "--id",
+            "cli-3",
+            "--idempotency-key",
+            "k-1",
+        ],
+    )
+    .await;
+    assert!(!reused.status.success());
+    let error = String::from_utf8_lossy(&reused.stderr);
+    assert!(error.contains("IDEMPOTENCY_KEY_REUSED"), "{error}");
 
     let restarted = instance(&url, &["restart", "cli-1"]).await;
     assert_success(&restarted);

@@ -45,10 +45,12 @@ async fn provision(instances: &mut InstanceClient, ids: &[String]) {
     for id in ids {
         instances
             .provision(pb::ProvisionRequest {
-                owner: "user:7".into(),
+                // One owner per instance: a user may hold one instance (admission limit).
+                owner: format!("user:{id}"),
                 image_tag: Some("claw:1".into()),
                 pinned: false,
                 instance_id: Some(id.clone()),
+                idempotency_key: None,
             })
             .await
             .unwrap();

@@ -57,10 +57,13 @@ async fn provision(client: &mut InstanceClient, owner: &str, id: &str) -> pb::In
             image_tag: None,
             pinned: false,
             instance_id: Some(id.into()),
+            idempotency_key: None,
         })
         .await
         .expect("provision")
         .into_inner()
+        .instance
+        .expect("an instance")
 }
 
 /// Watches `id` until it has `status` (bounded by [`WAIT`]).
@@ -190,10 +193,20 @@ async fn the_full_lifecycle_runs_over_grpc() {
             image_tag: Some("claw:1".into()),
             pinned: false,
             instance_id: Some("life-1".into()),
+            idempotency_key: Some("life-1-key".into()),
         })
         .await
         .expect("provision")
         .into_inner();
+    assert!(created.created);
+    assert_eq!(
+        created
+            .reservation
+            .as_ref()
+            .map(|r| r.idempotency_key.as_str()),
+        Some("life-1-key")
+    );
+    let created = created.instance.expect("an instance");
     assert_eq!(created.id, "life-1");
     assert_eq!(created.owner, "user:42");
     assert_eq!(created.status(), pb::InstanceStatus::Provisioning);
@@ -208,11 +221,11 @@ async fn the_full_lifecycle_runs_over_grpc() {
     assert_eq!(running.operation, "");
     assert!(running.next_reconcile_at_ms.is_some());
 
-    // The same id again, and operations that do not apply to a running instance.
+    // The same id for another owner, and operations that do not apply to a running instance.
     refused(
         client
             .provision(pb::ProvisionRequest {
-                owner: "user:42".into(),
+                owner: "org:42".into(),
                 instance_id: Some("life-1".into()),
                 ..Default::default()
             })
@@ -443,7 +456,13 @@ async fn owners_see_and_touch_only_their_own_instances() {
         .await
         .expect("an owner token implies its owner")
         .into_inner();
-    assert_eq!(implied.owner, "user:alice");
+    // alice is at her limit of one instance: she gets alice-1 back, nothing is made.
+    assert!(!implied.created);
+    let implied = implied.instance.expect("an instance");
+    assert_eq!(
+        (implied.id.as_str(), implied.owner.as_str()),
+        ("alice-1", "user:alice")
+    );
     refused(
         bob.provision(pb::ProvisionRequest {
             owner: "user:alice".into(),
@@ -498,16 +517,13 @@ async fn owners_see_and_touch_only_their_own_instances() {
         "bob's refused calls changed nothing"
     );
 
-    assert_eq!(list(&mut alice, None).await, ["alice-1", "alice-2"]);
+    assert_eq!(list(&mut alice, None).await, ["alice-1"]);
     assert_eq!(list(&mut bob, None).await, ["bob-1"]);
     assert!(
         list(&mut bob, Some("user:alice")).await.is_empty(),
         "an owner cannot list another owner"
     );
-    assert_eq!(
-        list(&mut admin, None).await,
-        ["acme-1", "alice-1", "alice-2", "bob-1"]
-    );
+    assert_eq!(list(&mut admin, None).await, ["acme-1", "alice-1", "bob-1"]);
     assert_eq!(list(&mut admin, Some("user:bob")).await, ["bob-1"]);
     get(&mut admin, "alice-1")
         .await
@@ -602,6 +618,7 @@ async fn bad_input_on_every_rpc_is_refused_and_writes_nothing() {
         image_tag: tag.map(String::from),
         pinned: false,
         instance_id: id.map(String::from),
+        idempotency_key: None,
     };
     for (request, field) in [
         (provision_with("", None, None), "owner"),
@@ -744,10 +761,11 @@ async fn bad_input_on_every_rpc_is_refused_and_writes_nothing() {
 async fn a_restarted_server_keeps_every_instance_and_its_status() {
     let server = start_server().await;
     let mut client = server.instances(None).await;
-    provision(&mut client, "user:keep", "keep-running").await;
-    provision(&mut client, "user:keep", "keep-stopped").await;
+    // One fresh provision per owner at a time: each is awaited before the owner's next.
+    provision(&mut client, "org:keep", "keep-running").await;
     provision(&mut client, "org:other", "keep-updated").await;
     wait_status(&mut client, "keep-running", pb::InstanceStatus::Running).await;
+    provision(&mut client, "org:keep", "keep-stopped").await;
     wait_status(&mut client, "keep-stopped", pb::InstanceStatus::Running).await;
     wait_status(&mut client, "keep-updated", pb::InstanceStatus::Running).await;
     stop(&mut client, "keep-stopped").await.expect("stop");
@@ -782,7 +800,7 @@ async fn a_restarted_server_keeps_every_instance_and_its_status() {
     };
     assert_eq!(summary(&after), summary(&before));
     assert_eq!(
-        list(&mut client, Some("user:keep")).await,
+        list(&mut client, Some("org:keep")).await,
         ["keep-running", "keep-stopped"],
         "the owner index survives too"
     );
@@ -794,5 +812,62 @@ async fn a_restarted_server_keeps_every_instance_and_its_status() {
     start(&mut client, "keep-stopped").await.expect("start");
     wait_status(&mut client, "keep-stopped", pb::InstanceStatus::Running).await;
 
+    server.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn provision_admission_answers_with_reasons_over_grpc() {
+    // The provider never answers, so the first provision stays unresolved.
+    let server = start_server_with(|config| config.provider.sim.hang_rate = 1.0).await;
+    let mut client = server.instances(None).await;
+    let request = |key: &str| pb::ProvisionRequest {
+        owner: "user:adm".into(),
+        idempotency_key: Some(key.into()),
+        ..Default::default()
+    };
+    let first = client
+        .provision(request("k-1"))
+        .await
+        .expect("admitted")
+        .into_inner();
+    assert!(first.created);
+    let reservation = first.reservation.expect("a reservation");
+    assert_eq!(
+        (reservation.id, reservation.status()),
+        (1, pb::ReservationStatus::ProviderStarted)
+    );
+    let id = first.instance.expect("an instance").id;
+
+    // Another key while it runs: ABORTED / PROVISION_IN_PROGRESS naming the instance.
+    let status = refused(
+        client.provision(request("k-2")).await,
+        Code::Aborted,
+        "PROVISION_IN_PROGRESS",
+    );
+    assert_eq!(
+        error_info(&status).1.get("instance_id"),
+        Some(&id),
+        "{status:?}"
+    );
+    // The same key: the same provision, at once.
+    let again = client
+        .provision(request("k-1"))
+        .await
+        .expect("a retry answers")
+        .into_inner();
+    assert!(!again.created);
+    assert_eq!(again.instance.map(|i| i.id), Some(id));
+    // The same key for another request.
+    let mut other = request("k-1");
+    other.pinned = true;
+    refused(
+        client.provision(other).await,
+        Code::FailedPrecondition,
+        "IDEMPOTENCY_KEY_REUSED",
+    );
+    invalid(
+        client.provision(request("bad key")).await,
+        "idempotency_key",
+    );
     server.stop().await.expect("clean shutdown");
 }

@@ -30,6 +30,7 @@ fn spec(owner: &str, id: &str) -> ProvisionSpec {
         image_tag: Some("claw:1.0".into()),
         pinned: false,
         instance_id: Some(id.into()),
+        idempotency_key: None,
     }
 }
 
@@ -71,7 +72,8 @@ async fn the_full_lifecycle_against_the_sim_provider() {
     let view = api
         .provision(&admin, spec("user:42", "life"))
         .await
-        .unwrap();
+        .unwrap()
+        .instance;
     assert_eq!(
         (view.status, view.operation),
         (Status::Provisioning, Some(OpKind::Provision))
@@ -207,7 +209,8 @@ async fn provider_failures_end_in_a_clear_state_with_a_reason() {
     api.provision(&admin, spec("user:1", "fails"))
         .await
         .unwrap();
-    let view = wait_for(&rt, "fails", Status::Stopped).await;
+    // Nothing was built: the instance is over and its reservation released.
+    let view = wait_for(&rt, "fails", Status::Destroyed).await;
     assert!(
         view.reason.starts_with("provision failed: "),
         "{}",
@@ -294,10 +297,12 @@ async fn bad_input_gets_typed_errors_and_writes_nothing() {
     let rt = runtime(tmp.path(), &clock).await;
     let api = rt.instances();
     let admin = Caller::Admin;
-    let field = |r: Result<InstanceView, InstanceError>| match r {
-        Err(InstanceError::InvalidArgument { field, .. }) => field,
-        other => panic!("expected InvalidArgument, got {other:?}"),
-    };
+    fn field<T: std::fmt::Debug>(r: Result<T, InstanceError>) -> &'static str {
+        match r {
+            Err(InstanceError::InvalidArgument { field, .. }) => field,
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
     assert_eq!(
         field(api.provision(&admin, spec("bob", "x")).await),
         "owner"

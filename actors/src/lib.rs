@@ -18,7 +18,9 @@
 //! - [`instance`]: the `instance` class: one claw instance and its machine's lifecycle.
 //! - [`fleet`]: the `fleet` class (singleton): scheduled admin actions, the fleet-wide cap on
 //!   scheduled work, leases, reaper and drain.
-//! - [`registry`]: the `registry` class: one per owner, the owner's instance routes.
+//! - [`registry`]: the `registry` class: one per owner, the owner's instance routes and
+//!   provision admission.
+//! - [`crashpoint`]: named provision steps a crash test can kill the process at.
 //! - [`demo`]: a small counter class used by tests, benches and the embedding example.
 //! - [`error`]: this layer's [`Error`].
 
@@ -26,6 +28,7 @@ mod actor;
 pub mod blocking;
 pub mod clock;
 pub mod config;
+pub mod crashpoint;
 pub mod demo;
 mod dispatcher;
 pub mod error;

@@ -23,8 +23,9 @@ use clawdo_actors::instance::{
 use super::pb;
 use super::status::instance_error;
 use crate::auth;
-use crate::instances::{Caller, Instances, MAX_PAGE, ProvisionSpec};
+use crate::instances::{Caller, Instances, MAX_PAGE, ProvisionSpec, Provisioned};
 use crate::runtime::Runtime;
+use clawdo_actors::registry::{Reservation, ReservationStatus};
 
 /// Page size of a `List` that asks for none.
 pub const DEFAULT_PAGE_SIZE: usize = 100;
@@ -58,7 +59,7 @@ impl pb::instance_service_server::InstanceService for InstanceHandler {
     async fn provision(
         &self,
         request: Request<pb::ProvisionRequest>,
-    ) -> Result<Response<pb::Instance>, Status> {
+    ) -> Result<Response<pb::ProvisionResponse>, Status> {
         let caller = auth::caller(&request)?;
         let mut message = request.into_inner();
         if let Caller::Owner(own) = &caller
@@ -67,12 +68,12 @@ impl pb::instance_service_server::InstanceService for InstanceHandler {
             message.owner = own.clone();
         }
         let spec = ProvisionSpec::try_from(message).map_err(instance_error)?;
-        let view = self
+        let provisioned = self
             .instances()
             .provision(&caller, spec)
             .await
             .map_err(instance_error)?;
-        Ok(Response::new(view.into()))
+        Ok(Response::new(provisioned.into()))
     }
 
     async fn get(
@@ -384,7 +385,42 @@ impl TryFrom<pb::ProvisionRequest> for ProvisionSpec {
             image_tag: request.image_tag,
             pinned: request.pinned,
             instance_id: request.instance_id,
+            idempotency_key: request.idempotency_key,
         })
+    }
+}
+
+impl From<Provisioned> for pb::ProvisionResponse {
+    fn from(p: Provisioned) -> Self {
+        pb::ProvisionResponse {
+            instance: Some(p.instance.into()),
+            created: p.created,
+            reservation: p.reservation.map(Into::into),
+        }
+    }
+}
+
+impl From<Reservation> for pb::Reservation {
+    fn from(r: Reservation) -> Self {
+        let status = match r.status {
+            ReservationStatus::Admitted => pb::ReservationStatus::Admitted,
+            ReservationStatus::ProviderStarted => pb::ReservationStatus::ProviderStarted,
+            ReservationStatus::Completed => pb::ReservationStatus::Completed,
+            ReservationStatus::Released => pb::ReservationStatus::Released,
+            ReservationStatus::FailedRequiresReconciliation => {
+                pb::ReservationStatus::FailedRequiresReconciliation
+            }
+        };
+        pb::Reservation {
+            id: r.id,
+            owner: r.owner,
+            instance_id: r.instance_id,
+            idempotency_key: r.idempotency_key,
+            status: status.into(),
+            error: r.error.unwrap_or_default(),
+            created_at_ms: r.created_at,
+            updated_at_ms: r.updated_at,
+        }
     }
 }
 
@@ -559,7 +595,8 @@ mod tests {
                 },
             )
             .await
-            .expect("provision");
+            .expect("provision")
+            .instance;
         // A tiny channel stands in for the hub so that lagging is easy to provoke.
         let (events, receiver) = broadcast::channel(2);
         let (_stopping, shutdown) = watch::channel(false);
@@ -653,6 +690,7 @@ mod tests {
             image_tag: Some("claw:1".into()),
             pinned: true,
             instance_id: None,
+            idempotency_key: Some("k-1".into()),
         })
         .expect("valid");
         assert_eq!(
@@ -662,6 +700,7 @@ mod tests {
                 image_tag: Some("claw:1".into()),
                 pinned: true,
                 instance_id: None,
+                idempotency_key: Some("k-1".into()),
             }
         );
         let missing = ProvisionSpec::try_from(pb::ProvisionRequest::default())

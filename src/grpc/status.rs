@@ -14,6 +14,11 @@
 //! | [`InstanceError::WrongStatus`] | `FAILED_PRECONDITION` | `INSTANCE_WRONG_STATUS` | `operation`, `status` |
 //! | [`InstanceError::Destroyed`] | `FAILED_PRECONDITION` | `INSTANCE_DESTROYED` | `instance_id` |
 //! | [`InstanceError::PermissionDenied`] | `PERMISSION_DENIED` | `PERMISSION_DENIED` | |
+//! | [`InstanceError::ProvisionInProgress`] | `ABORTED` | `PROVISION_IN_PROGRESS` | `owner`, `instance_id` |
+//! | [`InstanceError::ProvisionCompletionPending`] | `ABORTED` | `PROVISION_COMPLETION_PENDING` | `owner`, `instance_id` |
+//! | [`InstanceError::ProvisionReleased`] | `FAILED_PRECONDITION` | `PROVISION_RELEASED` | `instance_id` |
+//! | [`InstanceError::IdempotencyKeyReused`] | `FAILED_PRECONDITION` | `IDEMPOTENCY_KEY_REUSED` | `idempotency_key` |
+//! | [`InstanceError::Unavailable`] | `UNAVAILABLE` | `UNAVAILABLE` | |
 //! | [`InstanceError::Internal`] | `INTERNAL` | `INTERNAL` | |
 //!
 //! Scheduled-action errors ([`action_error`]):
@@ -114,6 +119,23 @@ pub fn instance_error(error: InstanceError) -> Status {
                 (Code::FailedPrecondition, vec![("instance_id", id.clone())])
             }
             InstanceError::PermissionDenied(_) => (Code::PermissionDenied, Vec::new()),
+            InstanceError::ProvisionInProgress { owner, instance_id }
+            | InstanceError::ProvisionCompletionPending { owner, instance_id } => (
+                Code::Aborted,
+                vec![
+                    ("owner", owner.clone()),
+                    ("instance_id", instance_id.clone()),
+                ],
+            ),
+            InstanceError::ProvisionReleased { instance_id, .. } => (
+                Code::FailedPrecondition,
+                vec![("instance_id", instance_id.clone())],
+            ),
+            InstanceError::IdempotencyKeyReused(key) => (
+                Code::FailedPrecondition,
+                vec![("idempotency_key", key.clone())],
+            ),
+            InstanceError::Unavailable(_) => (Code::Unavailable, Vec::new()),
             InstanceError::Internal(detail) => {
                 tracing::error!(%detail, "instance call failed");
                 (Code::Internal, Vec::new())
@@ -276,6 +298,47 @@ mod tests {
         assert_eq!(code, Code::PermissionDenied);
         assert_eq!(reason, "PERMISSION_DENIED");
         assert!(metadata.is_empty());
+    }
+
+    #[test]
+    fn provision_conflicts_are_aborted_with_their_reasons() {
+        let in_progress = InstanceError::ProvisionInProgress {
+            owner: "user:1".into(),
+            instance_id: "i-1".into(),
+        };
+        let pending = InstanceError::ProvisionCompletionPending {
+            owner: "user:1".into(),
+            instance_id: "i-1".into(),
+        };
+        for (error, expected) in [
+            (in_progress, "PROVISION_IN_PROGRESS"),
+            (pending, "PROVISION_COMPLETION_PENDING"),
+        ] {
+            let (code, reason, metadata, _) = sent(error);
+            assert_eq!((code, reason.as_str()), (Code::Aborted, expected));
+            assert_eq!(
+                metadata,
+                meta(&[("owner", "user:1"), ("instance_id", "i-1")])
+            );
+        }
+        let (code, reason, metadata, message) = sent(InstanceError::ProvisionReleased {
+            instance_id: "i-1".into(),
+            error: "provision failed: no capacity".into(),
+        });
+        assert_eq!(
+            (code, reason.as_str()),
+            (Code::FailedPrecondition, "PROVISION_RELEASED")
+        );
+        assert_eq!(metadata, meta(&[("instance_id", "i-1")]));
+        assert!(message.contains("no capacity"), "{message}");
+        let (code, reason, metadata, _) = sent(InstanceError::IdempotencyKeyReused("k".into()));
+        assert_eq!(
+            (code, reason.as_str()),
+            (Code::FailedPrecondition, "IDEMPOTENCY_KEY_REUSED")
+        );
+        assert_eq!(metadata, meta(&[("idempotency_key", "k")]));
+        let (code, reason, _, _) = sent(InstanceError::Unavailable("shutting down".into()));
+        assert_eq!((code, reason.as_str()), (Code::Unavailable, "UNAVAILABLE"));
     }
 
     #[test]

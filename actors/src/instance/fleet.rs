@@ -415,7 +415,7 @@ impl Instance {
             vec![("instance.scheduled_action_started", detail)],
             Timers {
                 lease: Some(Some(lease_expires_at)),
-                reconcile: None,
+                ..Timers::default()
             },
         )?;
         let provider = self.services.provider.clone();

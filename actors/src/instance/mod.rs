@@ -31,12 +31,13 @@ use tokio::task::AbortHandle;
 
 use crate::object::{AlarmInfo, Ctx, HandlerError, Object};
 use crate::provider::{MachineSpec, MachineState, Priority, Provider, ProviderError, VolumeSource};
+use crate::registry::{Registry, RegistryRequest};
 use crate::{Host, UnixMillis};
 
 pub use hub::EventHub;
 pub use model::{
-    Desired, InFlight, InstanceError, InstanceEvent, InstanceView, OpKind, OpOutcome, Record,
-    Status,
+    AdmissionState, Desired, InFlight, InstanceError, InstanceEvent, InstanceView, OpKind,
+    OpOutcome, ProvisionTicket, Record, Status, TicketOutcome,
 };
 
 const MIGRATIONS: &[Migration] = &[Migration {
@@ -45,6 +46,7 @@ const MIGRATIONS: &[Migration] = &[Migration {
 }];
 
 const RECORD_KEY: &str = "record";
+const TICKET_KEY: &str = "provision";
 const TIMER_RECONCILE: &str = "reconcile";
 const TIMER_LEASE: &str = "op-lease";
 
@@ -91,7 +93,9 @@ pub struct InstanceServices {
 /// Requests an instance understands.
 #[derive(Debug)]
 pub enum InstanceRequest {
-    /// Create the instance and provision its machine.
+    /// Create the instance and provision its machine, for the registry's reservation
+    /// `reservation` (admitted and marked `provider_started`). Repeating it for the same
+    /// reservation answers the instance as it stands (`created: false`).
     Provision {
         /// Owner key.
         owner: String,
@@ -99,6 +103,19 @@ pub enum InstanceRequest {
         image_tag: String,
         /// Pin the image.
         pinned: bool,
+        /// The owner registry's reservation id.
+        reservation: u64,
+    },
+    /// The registry asks where the provision of `reservation` stands (internal). With
+    /// `fence`, an instance without a record writes a destroyed tombstone first, so a
+    /// provision that arrives later is refused.
+    Admission {
+        /// Reservation id.
+        reservation: u64,
+        /// The reservation's owner (for the tombstone).
+        owner: String,
+        /// Refuse the provision from now on if it has not arrived.
+        fence: bool,
     },
     /// Read it. With `owner_scope`, an instance of another owner is `NotFound`.
     Get {
@@ -173,6 +190,15 @@ impl OpRequest {
 pub enum InstanceReply {
     /// The instance after the request.
     View(InstanceView),
+    /// The answer to `Provision`.
+    Provisioned {
+        /// The instance.
+        view: InstanceView,
+        /// Whether this request created it.
+        created: bool,
+    },
+    /// The answer to `Admission`.
+    Admission(AdmissionState),
     /// A page of events.
     Events(Vec<InstanceEvent>),
     /// The current view and a live subscription.
@@ -187,6 +213,8 @@ pub enum InstanceReply {
 pub struct Instance {
     services: Arc<InstanceServices>,
     record: Option<Record>,
+    /// The fresh provision that created the instance.
+    ticket: Option<ProvisionTicket>,
     /// The provider task of the operation in flight (this process only).
     task: Mutex<Option<AbortHandle>>,
     /// Scheduled-action state (its own KV key, not part of the record).
@@ -247,6 +275,9 @@ impl Instance {
                         detail: detail.clone(),
                     });
                 }
+                if let Some(ticket) = &timers.ticket {
+                    tx.kv_put(TICKET_KEY, ticket)?;
+                }
                 match timers.lease {
                     Some(Some(at)) => tx.set_timer(TIMER_LEASE, at)?,
                     Some(None) => {
@@ -270,6 +301,9 @@ impl Instance {
             self.services.hub.publish(event);
         }
         self.record = Some(record);
+        if let Some(ticket) = timers.ticket {
+            self.ticket = Some(ticket);
+        }
         Ok(())
     }
 
@@ -288,11 +322,20 @@ impl Instance {
         owner: String,
         image_tag: String,
         pinned: bool,
-    ) -> Result<InstanceView, InstanceError> {
+        reservation: u64,
+    ) -> Result<InstanceReply, InstanceError> {
         validate::owner(&owner)?;
         validate::image_tag(&image_tag)?;
         if let Some(r) = &self.record {
-            return Err(InstanceError::AlreadyExists(r.id.clone()));
+            return match &self.ticket {
+                Some(t) if t.reservation == reservation && r.owner == owner => {
+                    Ok(InstanceReply::Provisioned {
+                        view: InstanceView::from(r),
+                        created: false,
+                    })
+                }
+                _ => Err(InstanceError::AlreadyExists(r.id.clone())),
+            };
         }
         let now = ctx.now();
         let id = ctx.id().to_string();
@@ -331,10 +374,152 @@ impl Instance {
             Timers {
                 lease: Some(Some(lease)),
                 reconcile: None,
+                ticket: Some(ProvisionTicket {
+                    reservation,
+                    outcome: TicketOutcome::Pending,
+                }),
             },
         )?;
         self.spawn_op(ctx.host(), op);
-        self.view()
+        crate::crashpoint::reached(crate::crashpoint::INSTANCE_PROVISIONING);
+        Ok(InstanceReply::Provisioned {
+            view: self.view()?,
+            created: true,
+        })
+    }
+
+    /// Where the provision of `reservation` stands (see [`AdmissionState`]).
+    fn admission(
+        &mut self,
+        ctx: &mut Ctx,
+        reservation: u64,
+        owner: String,
+        fence: bool,
+    ) -> Result<AdmissionState, InstanceError> {
+        let Some(record) = &self.record else {
+            if fence {
+                self.fence(ctx, reservation, owner)?;
+            }
+            return Ok(AdmissionState::Absent);
+        };
+        let Some(ticket) = self
+            .ticket
+            .as_ref()
+            .filter(|t| t.reservation == reservation)
+        else {
+            return Ok(AdmissionState::Other);
+        };
+        let infra = record.machine.is_some() || record.volume.is_some();
+        Ok(match (&record.op, &ticket.outcome) {
+            _ if record.status == Status::Destroyed => AdmissionState::Destroyed,
+            (Some(op), _) if op.kind == OpKind::Provision => AdmissionState::Provisioning { infra },
+            (_, TicketOutcome::Succeeded) => AdmissionState::Complete,
+            _ if record.status == Status::Running && record.machine.is_some() => {
+                AdmissionState::Complete
+            }
+            (Some(_), _) => AdmissionState::Busy,
+            (
+                None,
+                TicketOutcome::Failed {
+                    infra_may_exist,
+                    error,
+                },
+            ) => AdmissionState::Failed {
+                infra_may_exist: *infra_may_exist,
+                error: error.clone(),
+            },
+            (None, TicketOutcome::Pending) => AdmissionState::Failed {
+                infra_may_exist: true,
+                error: "the provision's outcome was lost".into(),
+            },
+        })
+    }
+
+    /// Write a destroyed tombstone for a provision that never arrived, so it never will.
+    fn fence(
+        &mut self,
+        ctx: &mut Ctx,
+        reservation: u64,
+        owner: String,
+    ) -> Result<(), InstanceError> {
+        let now = ctx.now();
+        let id = ctx.id().to_string();
+        let reason = format!(
+            "provision abandoned before it reached the instance (reservation {reservation})"
+        );
+        let record = Record {
+            sandbox_id: format!("sbx-{id}"),
+            id,
+            owner,
+            image_tag: String::new(),
+            pinned: false,
+            machine: None,
+            volume: None,
+            status: Status::Destroyed,
+            reason: reason.clone(),
+            desired: Desired::Destroyed,
+            created_at: now,
+            updated_at: now,
+            last_reconcile_at: None,
+            next_reconcile_at: None,
+            last_op_id: 0,
+            op: None,
+        };
+        self.commit(
+            ctx,
+            record,
+            vec![("instance.provision_abandoned", reason.clone())],
+            Timers {
+                ticket: Some(ProvisionTicket {
+                    reservation,
+                    outcome: TicketOutcome::Failed {
+                        infra_may_exist: false,
+                        error: reason,
+                    },
+                }),
+                ..Timers::default()
+            },
+        )
+    }
+
+    /// Report to the owner's registry, from a task (an instance never awaits its registry
+    /// inside a handler; see [`crate::registry`]). A lost report is repaired by the
+    /// registry's alarm.
+    fn tell_registry(&self, ctx: &Ctx, request: RegistryRequest) {
+        let Some(owner) = self.record.as_ref().map(|r| r.owner.clone()) else {
+            return;
+        };
+        let host = ctx.host().clone();
+        ctx.host().spawn(async move {
+            let sent = match host.get::<Registry>(&owner) {
+                Ok(stub) => stub.call(request).await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            if let Err(error) = sent {
+                tracing::warn!(%owner, %error, "could not report to the registry");
+            }
+        });
+    }
+
+    /// Tell the registry how the provision of `ticket` ended.
+    fn report_ticket(&self, ctx: &Ctx, id: &str, ticket: ProvisionTicket) {
+        let request = match ticket.outcome {
+            TicketOutcome::Pending => return,
+            TicketOutcome::Succeeded => RegistryRequest::Complete {
+                reservation: ticket.reservation,
+                instance_id: id.to_string(),
+            },
+            TicketOutcome::Failed {
+                infra_may_exist,
+                error,
+            } => RegistryRequest::Fail {
+                reservation: ticket.reservation,
+                instance_id: id.to_string(),
+                infra_may_exist,
+                error,
+            },
+        };
+        self.tell_registry(ctx, request);
     }
 
     fn operate(
@@ -420,6 +605,7 @@ impl Instance {
             Timers {
                 lease: Some(Some(op.lease_expires_at)),
                 reconcile: None,
+                ticket: None,
             },
         )?;
         self.spawn_op(ctx.host(), op);
@@ -500,14 +686,22 @@ impl Instance {
                 ("instance.destroyed", String::new())
             }
             (Err(e), kind) => {
+                let no_infra = record.machine.is_none() && record.volume.is_none();
                 record.status = match kind {
                     // The machine was not stopped; it still runs as far as we know.
                     OpKind::Stop => Status::Running,
                     OpKind::ChangeVersion => op.prior,
+                    // Nothing was built (an answered error means the call had no effect):
+                    // the instance is over, and its reservation is released.
+                    OpKind::Provision if no_infra => Status::Destroyed,
                     _ => Status::Stopped,
                 };
                 if kind == OpKind::Provision {
-                    record.desired = Desired::Stopped;
+                    record.desired = if no_infra {
+                        Desired::Destroyed
+                    } else {
+                        Desired::Stopped
+                    };
                 }
                 record.reason = format!("{} failed: {e}", kind.as_str());
                 ("instance.operation_failed", record.reason.clone())
@@ -524,6 +718,23 @@ impl Instance {
                 record.status.as_str().to_string(),
             ),
         ];
+        let infra_may_exist = record.machine.is_some() || record.volume.is_some();
+        let ticket = self
+            .ticket
+            .clone()
+            .filter(|_| op.kind == OpKind::Provision)
+            .map(|t| ProvisionTicket {
+                outcome: match &outcome.result {
+                    Ok(()) => TicketOutcome::Succeeded,
+                    Err(e) => TicketOutcome::Failed {
+                        infra_may_exist,
+                        error: format!("provision failed: {e}"),
+                    },
+                },
+                ..t
+            });
+        let id = record.id.clone();
+        let destroyed = record.status == Status::Destroyed;
         self.commit(
             ctx,
             record,
@@ -531,8 +742,18 @@ impl Instance {
             Timers {
                 lease: Some(None),
                 reconcile: Some(reconcile),
+                ticket: ticket.clone(),
             },
         )?;
+        if let Some(ticket) = ticket {
+            if ticket.outcome == TicketOutcome::Succeeded {
+                crate::crashpoint::reached(crate::crashpoint::PROVISIONED);
+            }
+            // Also covers a provision that ended destroyed: its release removes the route.
+            self.report_ticket(ctx, &id, ticket);
+        } else if destroyed {
+            self.tell_registry(ctx, RegistryRequest::InstanceDestroyed(id));
+        }
         self.fleet_op_ended(ctx, op.id, fleet::outcome_reason(&outcome), false)
     }
 
@@ -545,7 +766,9 @@ impl Instance {
             return Ok(());
         }
         let mut events = Vec::new();
-        if let Some(volume) = outcome.volume.filter(|v| record.volume.as_ref() != Some(v)) {
+        let new_volume = outcome.volume.filter(|v| record.volume.as_ref() != Some(v));
+        let volume_recorded = new_volume.is_some();
+        if let Some(volume) = new_volume {
             events.push(("instance.volume_created", volume.0.clone()));
             record.volume = Some(volume);
         }
@@ -556,7 +779,11 @@ impl Instance {
             events.push(("instance.machine_created", machine.0.clone()));
             record.machine = Some(machine);
         }
-        self.commit(ctx, record, events, Timers::default())
+        self.commit(ctx, record, events, Timers::default())?;
+        if volume_recorded {
+            crate::crashpoint::reached(crate::crashpoint::VOLUME_RECORDED);
+        }
+        Ok(())
     }
 
     /// Give up the operation in flight: its lease ran out, or its task died with the process.
@@ -586,6 +813,19 @@ impl Instance {
             "instance.op_interrupted"
         };
         let detail = record.reason.clone();
+        // A provider call may have taken effect before the task was lost: fail closed.
+        let ticket = self
+            .ticket
+            .clone()
+            .filter(|_| op.kind == OpKind::Provision)
+            .map(|t| ProvisionTicket {
+                outcome: TicketOutcome::Failed {
+                    infra_may_exist: true,
+                    error: detail.clone(),
+                },
+                ..t
+            });
+        let id = record.id.clone();
         self.commit(
             ctx,
             record,
@@ -596,8 +836,12 @@ impl Instance {
             Timers {
                 lease: Some(None),
                 reconcile: Some(Some(reconcile)),
+                ticket: ticket.clone(),
             },
         )?;
+        if let Some(ticket) = ticket {
+            self.report_ticket(ctx, &id, ticket);
+        }
         let reason = if why == "lease expired" {
             "lease_expired"
         } else {
@@ -663,6 +907,7 @@ impl Instance {
             Timers {
                 lease: None,
                 reconcile: Some(Some(next)),
+                ticket: None,
             },
         )
     }
@@ -678,9 +923,15 @@ impl Instance {
                 owner,
                 image_tag,
                 pinned,
+                reservation,
+            } => self.provision(ctx, owner, image_tag, pinned, reservation),
+            InstanceRequest::Admission {
+                reservation,
+                owner,
+                fence,
             } => self
-                .provision(ctx, owner, image_tag, pinned)
-                .map(InstanceReply::View),
+                .admission(ctx, reservation, owner, fence)
+                .map(InstanceReply::Admission),
             InstanceRequest::Get { owner_scope } => Ok(InstanceReply::View(self.with_banner(
                 InstanceView::from(self.visible(owner_scope.as_deref(), &id)?),
             ))),
@@ -716,11 +967,13 @@ impl Instance {
     }
 }
 
-/// Which timers a commit changes: `None` leaves it, `Some(None)` cancels, `Some(Some(t))` sets.
-#[derive(Debug, Default, Clone, Copy)]
+/// What a commit writes besides the record and events. Timers: `None` leaves it,
+/// `Some(None)` cancels, `Some(Some(t))` sets. `ticket`: replaces the provision ticket.
+#[derive(Debug, Default, Clone)]
 struct Timers {
     lease: Option<Option<UnixMillis>>,
     reconcile: Option<Option<UnixMillis>>,
+    ticket: Option<ProvisionTicket>,
 }
 
 fn events_page(
@@ -889,9 +1142,11 @@ impl Object for Instance {
             .service::<InstanceServices>()
             .ok_or("the host has no InstanceServices")?;
         let record = ctx.store().kv_get::<Record>(RECORD_KEY)?;
+        let ticket = ctx.store().kv_get::<ProvisionTicket>(TICKET_KEY)?;
         let mut instance = Instance {
             services,
             record,
+            ticket,
             task: Mutex::new(None),
             fleet: fleet::load_link(ctx)?,
         };

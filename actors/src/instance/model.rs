@@ -339,6 +339,40 @@ pub enum InstanceError {
     /// The caller may not do this (an owner token acting for another owner).
     #[error("permission denied: {0}")]
     PermissionDenied(String),
+    /// Another fresh provision of the owner is still running; retry later, or with that
+    /// provision's idempotency key to get its outcome.
+    #[error("a provision of {owner} is in progress (instance {instance_id})")]
+    ProvisionInProgress {
+        /// Owner key.
+        owner: String,
+        /// The instance the running provision creates.
+        instance_id: String,
+    },
+    /// Another fresh provision of the owner may have created infrastructure and its
+    /// completion is not recorded; the registry resolves it (its alarm, or the instance's
+    /// destroy) and the owner can provision again after that.
+    #[error("a provision of {owner} awaits completion or cleanup (instance {instance_id})")]
+    ProvisionCompletionPending {
+        /// Owner key.
+        owner: String,
+        /// The instance of that provision.
+        instance_id: String,
+    },
+    /// The provision of this idempotency key ended without an instance (it failed before
+    /// creating infrastructure, or was cleaned up); retry with a new idempotency key.
+    #[error("the provision of instance {instance_id} was released: {error}")]
+    ProvisionReleased {
+        /// The instance it would have created.
+        instance_id: String,
+        /// Why.
+        error: String,
+    },
+    /// The idempotency key was used before for a different request.
+    #[error("idempotency key {0:?} was already used for a different provision request")]
+    IdempotencyKeyReused(String),
+    /// The runtime cannot take the call now (shutting down, or a call timed out); retry.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// Storage or the runtime failed; the operation did not happen.
     #[error("internal error: {0}")]
     Internal(String),
@@ -355,6 +389,11 @@ impl InstanceError {
             InstanceError::WrongStatus { .. } => "INSTANCE_WRONG_STATUS",
             InstanceError::Destroyed(_) => "INSTANCE_DESTROYED",
             InstanceError::PermissionDenied(_) => "PERMISSION_DENIED",
+            InstanceError::ProvisionInProgress { .. } => "PROVISION_IN_PROGRESS",
+            InstanceError::ProvisionCompletionPending { .. } => "PROVISION_COMPLETION_PENDING",
+            InstanceError::ProvisionReleased { .. } => "PROVISION_RELEASED",
+            InstanceError::IdempotencyKeyReused(_) => "IDEMPOTENCY_KEY_REUSED",
+            InstanceError::Unavailable(_) => "UNAVAILABLE",
             InstanceError::Internal(_) => "INTERNAL",
         }
     }
@@ -371,4 +410,57 @@ pub struct OpOutcome {
     pub volume: Option<VolumeId>,
     /// What happened.
     pub result: Result<(), ProviderError>,
+}
+
+/// Where an instance's fresh provision stands, as its registry sees it (SPEC §5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdmissionState {
+    /// The instance never received the provision (when asked with `fence`, it now never will:
+    /// a destroyed tombstone refuses it).
+    Absent,
+    /// The provision's operation is in flight; `infra`: a volume or machine is recorded.
+    Provisioning {
+        /// Whether infrastructure is recorded already.
+        infra: bool,
+    },
+    /// Provisioned: the provision succeeded, or the instance runs on its machine after all.
+    Complete,
+    /// The provision failed or was abandoned.
+    Failed {
+        /// Whether infrastructure may exist (a provider call may have taken effect).
+        infra_may_exist: bool,
+        /// Why.
+        error: String,
+    },
+    /// Another operation is in flight (e.g. a destroy); ask again later.
+    Busy,
+    /// The instance is destroyed.
+    Destroyed,
+    /// The instance exists but was not created by this reservation.
+    Other,
+}
+
+/// The fresh provision that created an instance, kept beside its record (KV `provision`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvisionTicket {
+    /// The registry's reservation id.
+    pub reservation: u64,
+    /// How the provision ended, as far as the instance knows.
+    pub outcome: TicketOutcome,
+}
+
+/// How an instance's provision ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TicketOutcome {
+    /// Still running.
+    Pending,
+    /// Succeeded.
+    Succeeded,
+    /// Failed or abandoned.
+    Failed {
+        /// Whether infrastructure may exist.
+        infra_may_exist: bool,
+        /// Why.
+        error: String,
+    },
 }

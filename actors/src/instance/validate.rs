@@ -51,9 +51,44 @@ pub fn instance_id(id: &str) -> Result<(), InstanceError> {
         })
 }
 
+/// An idempotency key is 1–128 characters of `[A-Za-z0-9._:-]`.
+pub fn idempotency_key(key: &str) -> Result<(), InstanceError> {
+    let ok = (1..=128).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(InstanceError::InvalidArgument {
+            field: "idempotency_key",
+            reason: format!("{key:?} is not 1-128 characters of A-Z a-z 0-9 . _ : -"),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn idempotency_keys() {
+        for good in ["k", "retry-1", "2026-11-21T10:00:00.000Z", &"x".repeat(128)] {
+            assert_eq!(idempotency_key(good), Ok(()), "{good}");
+        }
+        for bad in ["", "a b", "k/1", "é", &"x".repeat(129)] {
+            assert!(
+                matches!(
+                    idempotency_key(bad),
+                    Err(InstanceError::InvalidArgument {
+                        field: "idempotency_key",
+                        ..
+                    })
+                ),
+                "{bad:?}"
+            );
+        }
+    }
 
     #[test]
     fn owners() {

@@ -137,6 +137,11 @@ pub enum ProviderError {
 
 /// The operations clawdo needs from a machine provider (SPEC §4). Implementations must be
 /// safe to call concurrently; the [`Limiter`] bounds how many calls are in flight.
+///
+/// Contract: an answered `Err` means the call had no effect (a failed `create_volume` created
+/// nothing). A call that never answers (a hang the operation's lease gives up on, or a task
+/// lost with its process) may have taken effect. Provision admission relies on this to tell
+/// a retryable failure from one that may have left infrastructure behind.
 pub trait MachineProvider: Send + Sync + fmt::Debug + 'static {
     /// Short name (`sim`, `process`).
     fn name(&self) -> &'static str;

@@ -288,6 +288,23 @@ impl SimProvider {
         self.machines_created.load(Ordering::SeqCst)
     }
 
+    /// Every machine not destroyed, by id (for checks: "never two machines for one owner").
+    pub fn live_machines(&self) -> Result<Vec<MachineInfo>, ProviderError> {
+        self.transact(|tx| {
+            let ids: Vec<String> = tx
+                .prepare("SELECT id FROM machines WHERE state != 'destroyed' ORDER BY seq")?
+                .query_map([], |row| row.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut machines = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(info) = load_machine(tx, &id)? {
+                    machines.push(info);
+                }
+            }
+            Ok(Ok(machines))
+        })
+    }
+
     /// Chaos: a running machine stops on its own (no latency, no failure injection, not
     /// counted as a call). Refused unless the machine is running.
     pub fn stop_unexpectedly(&self, machine: &MachineId) -> Result<(), ProviderError> {
