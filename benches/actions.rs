@@ -5,8 +5,9 @@
 //! Run with `cargo bench --bench actions`. The 10,000-target run happens once, outside
 //! criterion's sampling, and prints
 //! `FIGURE action_10k schedule=… all_terminal=… peak_slots=… peak_provider=… (target …)`:
-//! - creating the 10,000 instances (provision + wait until running) is timed separately and
-//!   printed as an `INFO` line; it is not part of the figure;
+//! - creating the 10,000 instances (provision + wait until running; 100 instances per org, so
+//!   100 registry objects, provisioned in turn per org) is timed separately and printed as an `INFO` line; it is not part
+//!   of the figure;
 //! - `schedule` is one `Actions::schedule` call (validation, reading the 10,000 instances,
 //!   one fleet transaction inserting the action and its targets);
 //! - `all_terminal` runs from the end of `schedule` until the action is `completed` (polled
@@ -29,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use clawdo::Runtime;
 use clawdo::actors::fleet::{ActionKind, ActionStatus, FleetConfig, ScheduleSpec};
-use clawdo::actors::instance::Status;
+use clawdo::actors::instance::{InstanceError, Status};
 use clawdo::actors::provider::LimiterConfig;
 use clawdo::instances::{Caller, ProvisionSpec};
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -75,23 +76,33 @@ async fn build(dir: &std::path::Path) -> Runtime {
 async fn create(rt: &Runtime, n: usize) -> Vec<String> {
     let ids: Vec<String> = (0..n).map(|i| format!("bench-{i:05}")).collect();
     let api = rt.instances();
-    futures::stream::iter(ids.clone())
-        .map(|id| {
+    // 100 instances per org (the default org limit): 10,000 instances make 100 registry
+    // objects, not 10,000. An owner admits one fresh provision at a time, so each org's
+    // instances are provisioned in turn (retrying while the previous one completes) and the
+    // orgs in parallel.
+    futures::stream::iter(ids.chunks(100).map(<[String]>::to_vec).enumerate())
+        .map(|(org, chunk)| {
             let api = api.clone();
             async move {
-                api.provision(
-                    &Caller::Admin,
-                    ProvisionSpec {
-                        // One owner per instance: a user may hold one instance.
-                        owner: format!("user:{id}"),
-                        image_tag: Some("claw:1".into()),
-                        pinned: false,
-                        instance_id: Some(id),
-                        idempotency_key: None,
-                    },
-                )
-                .await
-                .unwrap();
+                for id in chunk {
+                    loop {
+                        let spec = ProvisionSpec {
+                            owner: format!("org:{org}"),
+                            image_tag: Some("claw:1".into()),
+                            pinned: false,
+                            instance_id: Some(id.clone()),
+                            idempotency_key: Some(id.clone()),
+                        };
+                        match api.provision(&Caller::Admin, spec).await {
+                            Ok(_) => break,
+                            Err(
+                                InstanceError::ProvisionInProgress { .. }
+                                | InstanceError::ProvisionCompletionPending { .. },
+                            ) => tokio::time::sleep(Duration::from_millis(2)).await,
+                            Err(e) => panic!("provision {id}: {e}"),
+                        }
+                    }
+                }
             }
         })
         .buffer_unordered(64)
