@@ -1,5 +1,6 @@
 //! The `clawdo` binary: parses flags, loads the config, sets up logging, and runs the
-//! library's server until Ctrl-C or SIGTERM; or runs one `clawdo instance …` client command.
+//! library's server until Ctrl-C or SIGTERM; or runs one `clawdo instance …` or
+//! `clawdo action …` client command.
 //! Everything else lives in the `clawdo` library.
 //!
 //! Exit codes: 0 on success, 1 on an error (printed as `error: …` for client commands), 2 for
@@ -42,19 +43,7 @@ async fn main() -> ExitCode {
 /// `clawdo instance …`: one client call; errors print as `error: REASON: message`.
 async fn instance(args: InstanceArgs) -> ExitCode {
     let mut stdout = std::io::stdout().lock();
-    match args.run(&mut stdout).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            let mut message = error.to_string();
-            let mut source = std::error::Error::source(&error);
-            while let Some(cause) = source {
-                message.push_str(&format!(": {cause}"));
-                source = cause.source();
-            }
-            eprintln!("error: {message}");
-            ExitCode::FAILURE
-        }
-    }
+    report(args.run(&mut stdout).await)
 }
 
 /// `clawdo action …`: one client command; errors print as `error: REASON: message`.
