@@ -62,6 +62,10 @@ pub struct LimiterStats {
     pub admitted_interactive: u64,
     /// Scheduled calls admitted so far.
     pub admitted_scheduled: u64,
+    /// Scheduled calls admitted while an interactive caller was queued: always 0, since
+    /// interactive callers go first. Counted so that tests and operators can check it under
+    /// real load rather than trust it.
+    pub scheduled_ahead_of_interactive: u64,
 }
 
 /// Admits provider calls: bounded concurrency and rate, interactive callers first.
@@ -110,6 +114,7 @@ impl Limiter {
             scheduled: VecDeque::new(),
             admitted_interactive: 0,
             admitted_scheduled: 0,
+            scheduled_ahead_of_interactive: 0,
             next_waiter: 0,
             rate,
         };
@@ -189,6 +194,7 @@ impl Limiter {
             waiting_scheduled: state.scheduled.len(),
             admitted_interactive: state.admitted_interactive,
             admitted_scheduled: state.admitted_scheduled,
+            scheduled_ahead_of_interactive: state.scheduled_ahead_of_interactive,
         }
     }
 
@@ -226,6 +232,7 @@ struct State {
     scheduled: VecDeque<Waiter>,
     admitted_interactive: u64,
     admitted_scheduled: u64,
+    scheduled_ahead_of_interactive: u64,
     /// Next waiter id; ids grow, so each queue is sorted by id.
     next_waiter: u64,
     rate: Option<Rate>,
@@ -300,7 +307,12 @@ impl State {
                 self.in_flight_interactive += 1;
                 self.admitted_interactive += 1;
             }
-            Priority::Scheduled => self.admitted_scheduled += 1,
+            Priority::Scheduled => {
+                self.admitted_scheduled += 1;
+                if !self.interactive.is_empty() {
+                    self.scheduled_ahead_of_interactive += 1;
+                }
+            }
         }
         Admit::Now
     }
