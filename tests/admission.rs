@@ -94,6 +94,35 @@ fn live_machines(runtime: &Runtime, owner: &str) -> usize {
         .count()
 }
 
+/// Provision for `owner` under key `first` against a provider that never answers, and let the
+/// operation's lease expire: the reservation fails closed. Returns the instance id; the sim is
+/// left hanging.
+async fn fail_closed(rt: &Runtime, clock: &ManualClock, owner: &str) -> String {
+    set_sim(
+        rt,
+        SimConfig {
+            hang_rate: 1.0,
+            ..SimConfig::default()
+        },
+    );
+    let hung = rt
+        .instances()
+        .provision(&Caller::Admin, spec(owner, "first"))
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(600)); // the operation's lease
+    rt.host().settle_alarms().await.unwrap();
+    wait_for(rt, &hung.instance.id, Status::Stopped).await;
+    wait_reservation(
+        rt,
+        owner,
+        1,
+        ReservationStatus::FailedRequiresReconciliation,
+    )
+    .await;
+    hung.instance.id
+}
+
 async fn registry(runtime: &Runtime, owner: &str, request: RegistryRequest) -> RegistryReply {
     runtime
         .host()
@@ -340,28 +369,7 @@ async fn a_failure_after_infrastructure_may_exist_fails_closed_until_the_alarm_c
     let rt = runtime(tmp.path(), &clock, RegistryConfig::default()).await;
     let api = rt.instances();
     // The provider never answers: whatever it did is unknown.
-    set_sim(
-        &rt,
-        SimConfig {
-            hang_rate: 1.0,
-            ..SimConfig::default()
-        },
-    );
-    let hung = api
-        .provision(&Caller::Admin, spec("user:h", "first"))
-        .await
-        .unwrap();
-    let id = hung.instance.id.clone();
-    clock.advance(Duration::from_secs(600)); // the operation's lease
-    rt.host().settle_alarms().await.unwrap();
-    wait_for(&rt, &id, Status::Stopped).await;
-    wait_reservation(
-        &rt,
-        "user:h",
-        1,
-        ReservationStatus::FailedRequiresReconciliation,
-    )
-    .await;
+    let id = fail_closed(&rt, &clock, "user:h").await;
 
     // Fail closed: the owner cannot start another provision yet; the same key answers.
     match api
@@ -468,27 +476,7 @@ async fn a_late_completion_after_destroy_is_rejected_and_revives_nothing() {
     let rt = runtime(tmp.path(), &clock, RegistryConfig::default()).await;
     let api = rt.instances();
     // A provision fails closed (hung provider, lease expired), then the owner destroys it.
-    set_sim(
-        &rt,
-        SimConfig {
-            hang_rate: 1.0,
-            ..SimConfig::default()
-        },
-    );
-    let hung = api
-        .provision(&Caller::Admin, spec("user:d", "first"))
-        .await
-        .unwrap();
-    let id = hung.instance.id.clone();
-    clock.advance(Duration::from_secs(600));
-    rt.host().settle_alarms().await.unwrap();
-    wait_reservation(
-        &rt,
-        "user:d",
-        1,
-        ReservationStatus::FailedRequiresReconciliation,
-    )
-    .await;
+    let id = fail_closed(&rt, &clock, "user:d").await;
     set_sim(&rt, SimConfig::default());
     api.destroy(&Caller::Admin, &id).await.unwrap();
     wait_for(&rt, &id, Status::Destroyed).await;
