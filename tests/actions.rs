@@ -716,7 +716,11 @@ async fn interactive_calls_during_a_bulk_action_are_served_first() {
         assert!(rounds < 400, "{d:#?}");
         clock.advance(Duration::from_secs(30));
         rt.host().settle_alarms().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Claims made by those alarms run their provider calls; wait for their outcomes.
+        eventually("the claimed targets to finish", || async {
+            (detail(&rt, action.id).await.action.counts.running == 0).then_some(())
+        })
+        .await;
     }
     assert!(sim.peak_concurrent_mutations() <= 2);
     assert_eq!(limiter.stats().scheduled_ahead_of_interactive, 0);

@@ -123,6 +123,33 @@ async fn fail_closed(rt: &Runtime, clock: &ManualClock, owner: &str) -> String {
     hung.instance.id
 }
 
+/// 64 concurrent provisions for `owner`, call `i` under the key `key(i)`, with 5 ms of
+/// provider latency so that the first provision is still open while the others arrive.
+async fn race(
+    rt: &Runtime,
+    owner: &str,
+    key: impl Fn(usize) -> String,
+) -> Vec<Result<Provisioned, InstanceError>> {
+    set_sim(
+        rt,
+        SimConfig {
+            latency_ms: 5,
+            ..SimConfig::default()
+        },
+    );
+    let api = rt.instances();
+    let calls = (0..64).map(|i| {
+        let api = api.clone();
+        let spec = spec(owner, &key(i));
+        tokio::spawn(async move { api.provision(&Caller::Admin, spec).await })
+    });
+    futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect()
+}
+
 async fn registry(runtime: &Runtime, owner: &str, request: RegistryRequest) -> RegistryReply {
     runtime
         .host()
@@ -139,27 +166,8 @@ async fn sixty_four_racing_provisions_with_distinct_keys_make_one_machine() {
     let tmp = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     let rt = runtime(tmp.path(), &clock, RegistryConfig::default()).await;
-    // Provider latency keeps the winner's provision open while the others arrive.
-    set_sim(
-        &rt,
-        SimConfig {
-            latency_ms: 5,
-            ..SimConfig::default()
-        },
-    );
     let api = rt.instances();
-    let calls = (0..64).map(|i| {
-        let api = api.clone();
-        tokio::spawn(async move {
-            api.provision(&Caller::Admin, spec("user:race", &format!("k-{i}")))
-                .await
-        })
-    });
-    let results: Vec<Result<Provisioned, InstanceError>> = futures::future::join_all(calls)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+    let results = race(&rt, "user:race", |i| format!("k-{i}")).await;
     let winners: Vec<&Provisioned> = results
         .iter()
         .filter_map(|r| r.as_ref().ok().filter(|p| p.created))
@@ -213,28 +221,11 @@ async fn sixty_four_retries_with_one_key_all_get_the_same_instance() {
     let tmp = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     let rt = runtime(tmp.path(), &clock, RegistryConfig::default()).await;
-    set_sim(
-        &rt,
-        SimConfig {
-            latency_ms: 5,
-            ..SimConfig::default()
-        },
-    );
     let api = rt.instances();
-    let calls = (0..64).map(|_| {
-        let api = api.clone();
-        tokio::spawn(async move {
-            api.provision(&Caller::Admin, spec("user:same", "the-key"))
-                .await
-        })
-    });
-    let results: Vec<Provisioned> = futures::future::join_all(calls)
+    let results: Vec<Provisioned> = race(&rt, "user:same", |_| "the-key".into())
         .await
         .into_iter()
-        .map(|r| {
-            r.unwrap()
-                .expect("a retry with the same key never conflicts")
-        })
+        .map(|r| r.expect("a retry with the same key never conflicts"))
         .collect();
     let id = results[0].instance.id.clone();
     assert!(results.iter().all(|p| p.instance.id == id), "{results:?}");
