@@ -6,40 +6,26 @@
 //! dispatcher for all of them. Time comes from an injected [`Clock`].
 //!
 //! # Layout
-//! - [`host`]: the [`Host`], its builder, the resident table and the [`Stub`] handles.
-//! - [`object`]: the [`Object`] trait, the handler context [`Ctx`] and [`AlarmInfo`].
-//! - `actor`: the generic ractor actor that hosts one object.
-//! - `dispatcher`: the single alarm dispatcher (a min-heap).
-//! - [`clock`]: [`Clock`], [`SystemClock`], [`ManualClock`].
-//! - [`id`]: validated [`ObjectId`]s.
-//! - [`config`]: [`HostConfig`] and its defaults.
-//! - [`provider`]: the [`provider::MachineProvider`] contract, its limiter (interactive calls
-//!   first) and the `sim` and `process` providers.
-//! - [`instance`]: the `instance` class: one claw instance and its machine's lifecycle.
-//! - [`fleet`]: the `fleet` class (singleton): scheduled admin actions, the fleet-wide cap on
-//!   scheduled work, leases, reaper and drain.
-//! - [`registry`]: the `registry` class: one per owner, the owner's instance routes and
-//!   provision admission.
-//! - [`crashpoint`]: named provision steps a crash test can kill the process at.
+//! - [`runtime`]: the generic object runtime ([`Host`], [`Object`], [`Ctx`], [`Clock`], ids,
+//!   alarms, timers, hibernation). It imports nothing from `provider` or `claw`.
+//! - [`provider`]: the outbound port to machines and volumes: the
+//!   [`provider::MachineProvider`] contract, its limiter (interactive calls first) and the
+//!   `sim` and `process` providers.
+//! - [`claw`]: the claw classes, `registry → instance → fleet` (each awaits only the one below
+//!   it, through its typed handle), and what they share.
 //! - [`demo`]: a small counter class used by tests, benches and the embedding example.
-//! - [`error`]: this layer's [`Error`].
+//!
+//! The old flat paths (`clawdo_actors::host`, `::instance`, `::fleet`, …) are re-exports.
 
-mod actor;
-pub mod blocking;
-pub mod clock;
-pub mod config;
-pub mod crashpoint;
+pub mod claw;
 pub mod demo;
-mod dispatcher;
-pub mod error;
-pub mod fleet;
-pub mod host;
-pub mod id;
-pub mod instance;
-pub mod object;
 pub mod provider;
-pub mod registry;
-mod stats;
+pub mod runtime;
+
+// The old flat paths keep compiling.
+pub use claw::{crashpoint, fleet, instance, registry};
+pub(crate) use runtime::stats;
+pub use runtime::{blocking, clock, config, error, host, id, object};
 
 pub use clawdo_storage::{Durability, Migration, Tx, UnixMillis};
 pub use clock::{Clock, ManualClock, SystemClock};

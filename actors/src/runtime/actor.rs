@@ -13,11 +13,11 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
 use tracing::Instrument as _;
 
-use crate::blocking::{may_sync, maybe_blocking};
-use crate::error::Error;
-use crate::host::Host;
-use crate::id::ObjectId;
-use crate::object::{AlarmInfo, Ctx, Object};
+use crate::runtime::blocking::{may_sync, maybe_blocking};
+use crate::runtime::error::Error;
+use crate::runtime::host::Host;
+use crate::runtime::id::ObjectId;
+use crate::runtime::object::{AlarmInfo, Ctx, Object};
 
 /// Messages an object actor accepts.
 pub(crate) enum ObjectMsg<C: Object> {

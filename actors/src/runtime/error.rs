@@ -1,6 +1,6 @@
 //! The object runtime's error type.
 
-use crate::id::InvalidId;
+use crate::runtime::id::InvalidId;
 
 /// Errors a caller of the object runtime can see.
 #[derive(Debug, thiserror::Error)]

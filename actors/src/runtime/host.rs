@@ -30,14 +30,14 @@ use ractor::{Actor, ActorCell, MessagingErr, SpawnErr};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::actor::{ActivateArgs, ObjectActor, ObjectMsg, error_chain};
-use crate::clock::{Clock, SystemClock};
-use crate::config::HostConfig;
-use crate::dispatcher::{self, DispatchMsg};
-use crate::error::Error;
-use crate::id::ObjectId;
-use crate::object::Object;
-use crate::stats::{Counters, HostStats};
+use crate::runtime::actor::{ActivateArgs, ObjectActor, ObjectMsg, error_chain};
+use crate::runtime::clock::{Clock, SystemClock};
+use crate::runtime::config::HostConfig;
+use crate::runtime::dispatcher::{self, DispatchMsg};
+use crate::runtime::error::Error;
+use crate::runtime::id::ObjectId;
+use crate::runtime::object::Object;
+use crate::runtime::stats::{Counters, HostStats};
 
 /// A resident object: its actor and what the janitor needs to decide about it.
 pub(crate) struct Resident {

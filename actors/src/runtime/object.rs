@@ -11,9 +11,9 @@ use std::sync::Arc;
 use clawdo_storage::{Migration, ObjectStore, Tx, UnixMillis};
 
 use crate::Host;
-use crate::clock::Clock;
-use crate::error::Error;
-use crate::id::ObjectId;
+use crate::runtime::clock::Clock;
+use crate::runtime::error::Error;
+use crate::runtime::id::ObjectId;
 
 /// Error type of `activate` and `alarm`: anything printable.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -112,7 +112,7 @@ impl Ctx {
         E: From<clawdo_storage::Error>,
     {
         let store = &mut self.store;
-        crate::blocking::maybe_blocking(store.durability(), || store.transact(f))
+        crate::runtime::blocking::maybe_blocking(store.durability(), || store.transact(f))
     }
 
     /// Set (or move) the object's alarm, in a transaction of its own.

@@ -15,8 +15,8 @@ use std::sync::atomic::Ordering;
 use clawdo_storage::{ObjectKey, UnixMillis};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::actor::error_chain;
-use crate::host::Host;
+use crate::runtime::actor::error_chain;
+use crate::runtime::host::Host;
 
 /// Messages to the dispatcher.
 pub(crate) enum DispatchMsg {
