@@ -6,6 +6,7 @@
 //! SQL table, a setting in the KV store, and uses its alarm to mark reminders due. Run with
 //! `cargo run --example embed`; it uses a temporary data directory and exits when done.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -79,12 +80,13 @@ impl Object for Reminders {
     const CLASS: &'static str = "reminders";
     type Request = Request;
     type Response = Reply;
+    type Deps = ();
 
     fn migrations() -> &'static [Migration] {
         MIGRATIONS
     }
 
-    async fn activate(ctx: &mut Ctx) -> Result<Self, HandlerError> {
+    async fn activate(ctx: &mut Ctx, _deps: Arc<()>) -> Result<Self, HandlerError> {
         let fired = ctx.store().kv_get::<u64>("fired")?.unwrap_or(0);
         Ok(Reminders { fired })
     }

@@ -177,15 +177,20 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Register an object class of the embedder's own.
-    pub fn register<C: Object>(mut self) -> Self {
+    /// Register an object class of the embedder's own that needs no dependencies.
+    pub fn register<C: Object<Deps = ()>>(self) -> Self {
+        self.register_with::<C>(Arc::new(()))
+    }
+
+    /// Register an object class of the embedder's own with its dependencies.
+    pub fn register_with<C: Object>(mut self, deps: Arc<C::Deps>) -> Self {
         let previous = self.host.0.take();
         self.host.0 = Some(Box::new(move |builder: HostBuilder| {
             let builder = match previous {
                 Some(previous) => previous(builder),
                 None => builder,
             };
-            builder.register::<C>()
+            builder.register_with::<C>(deps)
         }));
         self
     }
@@ -213,16 +218,18 @@ impl RuntimeBuilder {
             hub: EventHub::default(),
             config: self.instances,
         });
-        let fleet = Arc::new(FleetServices::new(self.fleet));
+        let fleet = Arc::new(FleetServices::new(
+            self.fleet,
+            Arc::clone(services.provider.limiter()),
+        ));
         let mut builder = HostBuilder::new(self.data_dir)
             .config(self.config)
             .service(Arc::clone(&services))
             .service(Arc::clone(&fleet))
-            .service(Arc::new(self.registry))
             .register::<Counter>()
-            .register::<Instance>()
-            .register::<Registry>()
-            .register::<Fleet>();
+            .register_with::<Instance>(Arc::clone(&services))
+            .register_with::<Registry>(Arc::new(self.registry))
+            .register_with::<Fleet>(Arc::clone(&fleet));
         if let Some(clock) = self.clock {
             builder = builder.clock(clock);
         }

@@ -3,6 +3,8 @@
 //! Used by tests (activation, alarms, crash safety), the benches and the embedding example.
 //! Its alarm handler can be told to fail a number of times to exercise retries.
 
+use std::sync::Arc;
+
 use clawdo_storage::rusqlite::params;
 use clawdo_storage::{Migration, UnixMillis};
 
@@ -141,12 +143,13 @@ impl Object for Counter {
     const CLASS: &'static str = "counter";
     type Request = CounterRequest;
     type Response = CounterReply;
+    type Deps = ();
 
     fn migrations() -> &'static [Migration] {
         MIGRATIONS
     }
 
-    async fn activate(ctx: &mut Ctx) -> Result<Self, HandlerError> {
+    async fn activate(ctx: &mut Ctx, _deps: Arc<()>) -> Result<Self, HandlerError> {
         let value = ctx.store().kv_get::<i64>("value")?.unwrap_or(0);
         Ok(Counter {
             value,

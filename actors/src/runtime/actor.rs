@@ -84,7 +84,11 @@ impl<C: Object> Actor for ObjectActor<C> {
             clock: Arc::clone(&inner.clock),
             host: host.clone(),
         };
-        match C::activate(&mut ctx).await {
+        let activated = match host.deps::<C>() {
+            Ok(deps) => C::activate(&mut ctx, deps).await,
+            Err(error) => Err(error.into()),
+        };
+        match activated {
             Ok(object) => {
                 let mut state = ObjectState {
                     object,

@@ -11,6 +11,13 @@ pub enum Error {
     /// The class was not registered with the host before it started.
     #[error("object class {0:?} is not registered")]
     UnknownClass(&'static str),
+    /// Two classes were registered under one name; the host did not start.
+    #[error("object class name {0:?} is registered twice: each class needs a name of its own")]
+    DuplicateClass(&'static str),
+    /// A class was called or activated as a Rust type other than the one registered under its
+    /// name.
+    #[error("object class {0:?} is registered as another Rust type")]
+    ClassTypeMismatch(&'static str),
     /// Storage failed.
     #[error("storage")]
     Storage(#[from] clawdo_storage::Error),

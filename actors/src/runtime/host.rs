@@ -38,6 +38,7 @@ use crate::runtime::error::Error;
 use crate::runtime::id::ObjectId;
 use crate::runtime::object::Object;
 use crate::runtime::stats::{Counters, HostStats};
+use crate::runtime::tasks::Tasks;
 
 /// A resident object: its actor and what the janitor needs to decide about it.
 pub(crate) struct Resident {
@@ -72,13 +73,21 @@ enum Entry {
 /// Type-erased operations on one registered class.
 trait ClassDriver: Send + Sync {
     fn fire(&self, host: Host, key: ObjectKey) -> BoxFuture<'static, Result<(), Error>>;
+    /// The class's `Arc<C::Deps>`, erased.
+    fn deps(&self) -> Arc<dyn Any + Send + Sync>;
 }
 
-struct Driver<C>(PhantomData<fn() -> C>);
+struct Driver<C: Object> {
+    deps: Arc<C::Deps>,
+}
 
 impl<C: Object> ClassDriver for Driver<C> {
     fn fire(&self, host: Host, key: ObjectKey) -> BoxFuture<'static, Result<(), Error>> {
         Box::pin(async move { host.deliver_alarm::<C>(&key).await })
+    }
+
+    fn deps(&self) -> Arc<dyn Any + Send + Sync> {
+        Arc::clone(&self.deps) as Arc<dyn Any + Send + Sync>
     }
 }
 
@@ -99,13 +108,15 @@ pub(crate) struct Inner {
     /// One janitor pass at a time, so `run_janitor` returns after any pass in progress too.
     sweep_lock: tokio::sync::Mutex<()>,
     stop: watch::Sender<bool>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The dispatcher and the janitor, awaited at shutdown.
+    workers: Mutex<Vec<JoinHandle<()>>>,
     /// Shared read-only dependencies of classes (providers, configuration), by type.
     services: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
     /// Random per start: work tagged with another epoch was interrupted by a restart.
     epoch: u64,
-    /// Background tasks started by objects ([`Host::spawn`]), aborted at shutdown.
-    background: Mutex<(u64, HashMap<u64, tokio::task::AbortHandle>)>,
+    /// Background tasks started by objects ([`Host::spawn`], [`Host::spawn_keyed`]), aborted
+    /// at shutdown.
+    tasks: Arc<Tasks>,
 }
 
 /// The object host. Cheap to clone; all clones share one runtime.
@@ -170,11 +181,21 @@ impl HostBuilder {
         self
     }
 
-    /// Register object class `C`.
-    pub fn register<C: Object>(mut self) -> Self {
+    /// Register object class `C`, which needs no dependencies.
+    pub fn register<C: Object<Deps = ()>>(self) -> Self {
+        self.register_with::<C>(Arc::new(()))
+    }
+
+    /// Register object class `C` with the dependencies every object of it gets at activation.
+    pub fn register_with<C: Object>(mut self, deps: Arc<C::Deps>) -> Self {
         self.classes
-            .push((C::CLASS, Arc::new(Driver::<C>(PhantomData))));
+            .push((C::CLASS, Arc::new(Driver::<C> { deps })));
         self
+    }
+
+    /// Whether a class named `name` is registered already.
+    pub fn has_class(&self, name: &str) -> bool {
+        self.classes.iter().any(|(n, _)| *n == name)
     }
 
     /// Open the data directory, load the alarm index and start the dispatcher and janitor.
@@ -185,10 +206,13 @@ impl HostBuilder {
                 && name
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-            if !valid || classes.insert(name, driver).is_some() {
+            if !valid {
                 return Err(Error::Storage(clawdo_storage::Error::InvalidClassName(
                     name.to_string(),
                 )));
+            }
+            if classes.insert(name, driver).is_some() {
+                return Err(Error::DuplicateClass(name));
             }
         }
         let durability = self.config.durability;
@@ -219,10 +243,10 @@ impl HostBuilder {
             janitor_wake: Notify::new(),
             sweep_lock: tokio::sync::Mutex::new(()),
             stop,
-            tasks: Mutex::new(Vec::new()),
+            workers: Mutex::new(Vec::new()),
             services: self.services,
             epoch: rand::random(),
-            background: Mutex::new((0, HashMap::new())),
+            tasks: Arc::new(Tasks::default()),
         });
         let host = Host { inner };
         let mut initial = Vec::with_capacity(alarms.len());
@@ -244,14 +268,14 @@ impl HostBuilder {
             .store(initial.len() as u64, Ordering::Relaxed);
         let dispatcher = tokio::spawn(dispatcher::run(host.clone(), dispatch_rx, initial));
         let janitor = tokio::spawn(janitor(host.clone()));
-        host.inner.lock_tasks().extend([dispatcher, janitor]);
+        host.inner.lock_workers().extend([dispatcher, janitor]);
         Ok(host)
     }
 }
 
 impl Inner {
-    fn lock_tasks(&self) -> MutexGuard<'_, Vec<JoinHandle<()>>> {
-        self.tasks.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock_workers(&self) -> MutexGuard<'_, Vec<JoinHandle<()>>> {
+        self.workers.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -323,6 +347,20 @@ impl Host {
             .collect())
     }
 
+    /// The dependencies class `C` was registered with. An `Err` means another type was
+    /// registered under `C`'s name (or none): activation of `C` fails loudly then.
+    pub(crate) fn deps<C: Object>(&self) -> Result<Arc<C::Deps>, Error> {
+        let driver = self
+            .inner
+            .classes
+            .get(C::CLASS)
+            .ok_or(Error::UnknownClass(C::CLASS))?;
+        driver
+            .deps()
+            .downcast::<C::Deps>()
+            .map_err(|_| Error::ClassTypeMismatch(C::CLASS))
+    }
+
     /// The service of type `T` given to the builder, if any.
     pub fn service<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
         let any = Arc::clone(self.inner.services.get(&TypeId::of::<T>())?);
@@ -336,28 +374,28 @@ impl Host {
         &self,
         task: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> tokio::task::AbortHandle {
-        let inner = Arc::clone(&self.inner);
-        let mut background = self
-            .inner
-            .background
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        background.0 += 1;
-        let id = background.0;
-        // The lock is held until the handle is recorded, so the task's own removal (below)
-        // cannot run first and leave a stale entry.
-        let handle = tokio::spawn(async move {
-            task.await;
-            inner
-                .background
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .1
-                .remove(&id);
-        })
-        .abort_handle();
-        background.1.insert(id, handle.clone());
-        handle
+        self.inner.tasks.spawn(task)
+    }
+
+    /// Run `task` in the background under `key` (see [`Tasks`]): a task still running under
+    /// the same key is aborted, and [`Host::abort_task`] can stop this one by its key.
+    pub fn spawn_keyed(
+        &self,
+        key: impl Into<String>,
+        task: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> tokio::task::AbortHandle {
+        self.inner.tasks.spawn_keyed(key, task)
+    }
+
+    /// Abort the background task of `key` and wait until it has stopped. Returns whether one
+    /// was running.
+    pub async fn abort_task(&self, key: &str) -> bool {
+        self.inner.tasks.abort(key).await
+    }
+
+    /// Whether a background task runs under `key`.
+    pub fn task_running(&self, key: &str) -> bool {
+        self.inner.tasks.is_running(key)
     }
 
     /// This start's epoch (random): persisted work tagged with another epoch belonged to a
@@ -439,24 +477,13 @@ impl Host {
             .buffer_unordered(64)
             .count()
             .await;
-        let tasks: Vec<_> = self.inner.lock_tasks().drain(..).collect();
+        let tasks: Vec<_> = self.inner.lock_workers().drain(..).collect();
         for task in tasks {
             let _ = task.await;
         }
-        let background: Vec<_> = self
-            .inner
-            .background
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .1
-            .drain()
-            .map(|(_, handle)| handle)
-            .collect();
-        if !background.is_empty() {
-            tracing::info!(tasks = background.len(), "aborting background tasks");
-        }
-        for handle in background {
-            handle.abort();
+        let aborted = self.inner.tasks.abort_all();
+        if aborted > 0 {
+            tracing::info!(tasks = aborted, "aborting background tasks");
         }
         let indexes = Arc::clone(&self.inner.indexes);
         tokio::task::spawn_blocking(move || indexes.close()).await?;

@@ -14,6 +14,7 @@
 //! - [`config`]: [`HostConfig`](config::HostConfig) and its defaults.
 //! - [`blocking`]: where disk syncs may block a worker thread.
 //! - `stats`: the host's counters.
+//! - [`tasks`]: background tasks of objects, optionally keyed (`spawn_keyed`, `abort`).
 //! - [`error`]: this layer's [`Error`](error::Error).
 
 pub(crate) mod actor;
@@ -26,3 +27,4 @@ pub mod host;
 pub mod id;
 pub mod object;
 pub(crate) mod stats;
+pub mod tasks;

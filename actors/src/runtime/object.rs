@@ -1,7 +1,7 @@
 //! The object trait every class implements, and the context its handlers get.
 //!
 //! A class is a Rust type: [`Object::activate`] builds it from its (already opened and migrated)
-//! storage; [`Object::handle`] serves one request at a time; [`Object::alarm`] runs when its alarm
+//! storage and its typed dependencies ([`Object::Deps`], given once at registration); [`Object::handle`] serves one request at a time; [`Object::alarm`] runs when its alarm
 //! or named timers are due. Domain errors belong in `Response`; an `Err` from `activate` fails the
 //! activation and an `Err` from `alarm` schedules a retry with backoff.
 
@@ -26,6 +26,11 @@ pub trait Object: Sized + Send + 'static {
     type Request: Send + 'static;
     /// What callers get back. Domain errors go here, not in an `Err`.
     type Response: Send + 'static;
+    /// What every object of the class shares (providers, configuration, other classes'
+    /// handles' needs), given once with [`HostBuilder::register_with`](crate::HostBuilder::register_with)
+    /// (`()` for a class that needs nothing: [`HostBuilder::register`](crate::HostBuilder::register)).
+    /// A class cannot be registered without its dependencies, so none is looked up at run time.
+    type Deps: Send + Sync + 'static;
 
     /// The class's schema steps (see [`clawdo_storage::migrate`]).
     fn migrations() -> &'static [Migration] {
@@ -33,7 +38,10 @@ pub trait Object: Sized + Send + 'static {
     }
 
     /// Load the object from its storage. No message is admitted until this returns.
-    fn activate(ctx: &mut Ctx) -> impl Future<Output = Result<Self, HandlerError>> + Send;
+    fn activate(
+        ctx: &mut Ctx,
+        deps: Arc<Self::Deps>,
+    ) -> impl Future<Output = Result<Self, HandlerError>> + Send;
 
     /// Serve one request. Requests to one object are handled one at a time, in arrival order.
     fn handle(

@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::AbortHandle;
 
 use crate::instance::fleet::FleetNotice;
-use crate::instance::{Instance, InstanceReply, InstanceRequest, InstanceServices};
+use crate::instance::{Instance, InstanceReply, InstanceRequest};
 use crate::object::{AlarmInfo, Ctx, HandlerError, Object};
 use crate::provider::Limiter;
 use crate::{Host, UnixMillis};
@@ -122,25 +122,28 @@ pub struct FleetStats {
     pub claims_refused: u64,
 }
 
-/// What the fleet shares with the host: its configuration, counters, and the tasks applying
-/// running targets (so the reaper can abort a hung one before it frees its slot). Given to
-/// the host with [`crate::HostBuilder::service`].
-#[derive(Debug, Default)]
+/// What the fleet shares with the host: its configuration, counters, the provider limiter
+/// (whose waiting interactive calls defer claims), and the tasks applying running targets (so
+/// the reaper can abort a hung one before it frees its slot). The fleet class's dependencies.
+#[derive(Debug)]
 pub struct FleetServices {
     /// Configuration.
     pub config: FleetConfig,
     /// Counters.
     pub counters: FleetCounters,
+    /// The provider's limiter.
+    pub limiter: Arc<Limiter>,
     /// The provider task of each running target in this process.
     tasks: Mutex<HashMap<i64, AbortHandle>>,
 }
 
 impl FleetServices {
-    /// Services with `config`.
-    pub fn new(config: FleetConfig) -> FleetServices {
+    /// Services with `config` over the provider's `limiter`.
+    pub fn new(config: FleetConfig, limiter: Arc<Limiter>) -> FleetServices {
         FleetServices {
             config,
             counters: FleetCounters::default(),
+            limiter,
             tasks: Mutex::new(HashMap::new()),
         }
     }
@@ -330,7 +333,7 @@ enum Notice {
 /// The fleet object.
 pub struct Fleet {
     services: Arc<FleetServices>,
-    limiter: Option<Arc<Limiter>>,
+    limiter: Arc<Limiter>,
     /// Targets woken by the drain whose instance has not answered yet (each holds a slot
     /// reservation so that one free slot wakes one target).
     woken: HashSet<i64>,
@@ -509,10 +512,7 @@ impl Fleet {
         if !row.force
             && delay > 0
             && row.deferred_ms + delay <= millis(config.max_pressure_deferral)
-            && self
-                .limiter
-                .as_ref()
-                .is_some_and(|l| l.interactive_waiting())
+            && self.limiter.interactive_waiting()
         {
             let until = now + delay;
             ctx.transact(|tx| {
@@ -1104,20 +1104,17 @@ impl Object for Fleet {
     const CLASS: &'static str = "fleet";
     type Request = FleetRequest;
     type Response = Result<FleetReply>;
+    type Deps = FleetServices;
 
     fn migrations() -> &'static [Migration] {
         MIGRATIONS
     }
 
-    async fn activate(ctx: &mut Ctx) -> std::result::Result<Self, HandlerError> {
-        let services = ctx
-            .host()
-            .service::<FleetServices>()
-            .unwrap_or_else(|| Arc::new(FleetServices::default()));
-        let limiter = ctx
-            .host()
-            .service::<InstanceServices>()
-            .map(|s| Arc::clone(s.provider.limiter()));
+    async fn activate(
+        ctx: &mut Ctx,
+        services: Arc<FleetServices>,
+    ) -> std::result::Result<Self, HandlerError> {
+        let limiter = Arc::clone(&services.limiter);
         let reaper_at = ctx.transact(|tx| tx.timer(TIMER_REAPER))?;
         let mut fleet = Fleet {
             services,

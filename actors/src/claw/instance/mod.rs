@@ -1131,16 +1131,16 @@ impl Object for Instance {
     const CLASS: &'static str = "instance";
     type Request = InstanceRequest;
     type Response = Result<InstanceReply, InstanceError>;
+    type Deps = InstanceServices;
 
     fn migrations() -> &'static [Migration] {
         MIGRATIONS
     }
 
-    async fn activate(ctx: &mut Ctx) -> Result<Self, HandlerError> {
-        let services = ctx
-            .host()
-            .service::<InstanceServices>()
-            .ok_or("the host has no InstanceServices")?;
+    async fn activate(
+        ctx: &mut Ctx,
+        services: Arc<InstanceServices>,
+    ) -> Result<Self, HandlerError> {
         let record = ctx.store().kv_get::<Record>(RECORD_KEY)?;
         let ticket = ctx.store().kv_get::<ProvisionTicket>(TICKET_KEY)?;
         let mut instance = Instance {

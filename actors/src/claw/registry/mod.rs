@@ -641,16 +641,16 @@ impl Object for Registry {
     const CLASS: &'static str = "registry";
     type Request = RegistryRequest;
     type Response = Result<RegistryReply, RegistryError>;
+    type Deps = RegistryConfig;
 
     fn migrations() -> &'static [Migration] {
         MIGRATIONS
     }
 
-    async fn activate(ctx: &mut Ctx) -> Result<Self, HandlerError> {
-        let config = ctx
-            .host()
-            .service::<RegistryConfig>()
-            .unwrap_or_else(|| std::sync::Arc::new(RegistryConfig::default()));
+    async fn activate(
+        _ctx: &mut Ctx,
+        config: std::sync::Arc<RegistryConfig>,
+    ) -> Result<Self, HandlerError> {
         Ok(Registry { config })
     }
 
