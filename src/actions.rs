@@ -13,12 +13,11 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 
-use clawdo_actors::fleet::{
-    ActionDetail, ActionError, ActionKind, ActionSummary, AuditEntry, FLEET_ID, Fleet, FleetReply,
-    FleetRequest, FleetServices, FleetStats, MAX_STAGES, MAX_TARGETS, NewAction, RunNowOutcome,
-    ScheduleSpec, TargetView,
+use clawdo_actors::claw::fleet::{
+    ActionDetail, ActionError, ActionKind, ActionSummary, AuditEntry, FleetHandle, FleetServices,
+    FleetStats, MAX_STAGES, MAX_TARGETS, NewAction, RunNowOutcome, ScheduleSpec, TargetView,
 };
-use clawdo_actors::instance::{Instance, InstanceReply, InstanceRequest, Status, validate};
+use clawdo_actors::claw::instance::{InstanceError, InstanceHandle, Status, validate};
 use clawdo_actors::{Host, UnixMillis};
 
 /// Shortest lease an action may ask for.
@@ -36,8 +35,13 @@ pub struct Actions {
     host: Host,
 }
 
-fn internal(e: impl std::fmt::Display) -> ActionError {
-    ActionError::Internal(e.to_string())
+/// An instance's error while checking a schedule's targets.
+fn instance_error(e: InstanceError) -> ActionError {
+    match e {
+        InstanceError::NotFound(id) => ActionError::InstanceNotFound(id),
+        InstanceError::Fault(fault) => ActionError::Fault(fault),
+        other => ActionError::Internal(other.to_string()),
+    }
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> ActionError {
@@ -63,10 +67,7 @@ impl Actions {
     ) -> Result<ActionSummary, ActionError> {
         let now = self.host.clock().now();
         let new = self.check(actor, spec, now).await?;
-        match self.call(FleetRequest::Schedule(new)).await? {
-            FleetReply::Summary(summary) => Ok(summary),
-            other => Err(internal(format!("unexpected fleet reply {other:?}"))),
-        }
+        self.fleet().schedule(new).await
     }
 
     /// Validate `spec`, check every target exists, read their images, drop destroyed ones.
@@ -117,37 +118,22 @@ impl Actions {
             }
         }
         let stages = plan_stages(&spec.stages, targets.len(), run_at)?;
+        let mut handles = Vec::with_capacity(targets.len());
         for id in &targets {
-            if !self.host.exists::<Instance>(id).await.map_err(internal)? {
+            let instance = InstanceHandle::new(&self.host, id).map_err(instance_error)?;
+            if !instance.exists().await.map_err(instance_error)? {
                 return Err(ActionError::InstanceNotFound(id.clone()));
             }
+            handles.push(instance);
         }
-        let views: Vec<Result<(String, Status), ActionError>> =
-            futures::stream::iter(targets.clone())
-                .map(|id| {
-                    let host = self.host.clone();
-                    async move {
-                        let reply = host
-                            .get::<Instance>(&id)
-                            .map_err(internal)?
-                            .call(InstanceRequest::Get { owner_scope: None })
-                            .await
-                            .map_err(internal)?;
-                        match reply {
-                            Ok(InstanceReply::View(v)) => Ok((v.image_tag, v.status)),
-                            Ok(other) => Err(internal(format!("unexpected reply {other:?}"))),
-                            Err(e) => Err(match e {
-                                clawdo_actors::instance::InstanceError::NotFound(id) => {
-                                    ActionError::InstanceNotFound(id)
-                                }
-                                other => internal(other),
-                            }),
-                        }
-                    }
-                })
-                .buffered(READ_CONCURRENCY)
-                .collect()
-                .await;
+        let views: Vec<Result<(String, Status), ActionError>> = futures::stream::iter(handles)
+            .map(|instance| async move {
+                let view = instance.get(None).await.map_err(instance_error)?;
+                Ok((view.image_tag, view.status))
+            })
+            .buffered(READ_CONCURRENCY)
+            .collect()
+            .await;
         let mut kept = Vec::with_capacity(targets.len());
         for ((position, id), view) in targets.into_iter().enumerate().zip(views) {
             let (tag, status) = view?;
@@ -174,10 +160,7 @@ impl Actions {
 
     /// One action with its stages and every target.
     pub async fn get(&self, action_id: i64) -> Result<ActionDetail, ActionError> {
-        match self.call(FleetRequest::Get { action_id }).await? {
-            FleetReply::Detail(detail) => Ok(detail),
-            other => Err(internal(format!("unexpected fleet reply {other:?}"))),
-        }
+        self.fleet().get(action_id).await
     }
 
     /// Actions, newest first: up to `limit` ([`MAX_PAGE`] cap) with an id below `before`.
@@ -186,20 +169,13 @@ impl Actions {
         before: Option<i64>,
         limit: usize,
     ) -> Result<Vec<ActionSummary>, ActionError> {
-        let limit = limit.clamp(1, MAX_PAGE);
-        match self.call(FleetRequest::List { before, limit }).await? {
-            FleetReply::Actions(actions) => Ok(actions),
-            other => Err(internal(format!("unexpected fleet reply {other:?}"))),
-        }
+        self.fleet().list(before, limit.clamp(1, MAX_PAGE)).await
     }
 
     /// Cancel an action: pending targets are cancelled (their instances told), running ones
     /// finish and are counted.
     pub async fn cancel(&self, action_id: i64) -> Result<ActionSummary, ActionError> {
-        match self.call(FleetRequest::Cancel { action_id }).await? {
-            FleetReply::Summary(summary) => Ok(summary),
-            other => Err(internal(format!("unexpected fleet reply {other:?}"))),
-        }
+        self.fleet().cancel(action_id).await
     }
 
     /// Cancel one pending target of an action.
@@ -208,16 +184,7 @@ impl Actions {
         action_id: i64,
         target_id: i64,
     ) -> Result<TargetView, ActionError> {
-        match self
-            .call(FleetRequest::CancelTarget {
-                action_id,
-                target_id,
-            })
-            .await?
-        {
-            FleetReply::Target(view) => Ok(view),
-            other => Err(internal(format!("unexpected fleet reply {other:?}"))),
-        }
+        self.fleet().cancel_target(action_id, target_id).await
     }
 
     /// Make an action's pending targets (or one target) due now. Honours the cap: with every
@@ -230,26 +197,14 @@ impl Actions {
         target_id: Option<i64>,
         force: bool,
     ) -> Result<RunNowOutcome, ActionError> {
-        match self
-            .call(FleetRequest::RunNow {
-                action_id,
-                target_id,
-                force,
-                actor: actor.to_owned(),
-            })
-            .await?
-        {
-            FleetReply::RanNow(outcome) => Ok(outcome),
-            other => Err(internal(format!("unexpected fleet reply {other:?}"))),
-        }
+        self.fleet()
+            .run_now(action_id, target_id, force, actor)
+            .await
     }
 
     /// The newest `limit` audit rows (forced run-nows), newest first.
     pub async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, ActionError> {
-        match self.call(FleetRequest::Audit { limit }).await? {
-            FleetReply::Audit(rows) => Ok(rows),
-            other => Err(internal(format!("unexpected fleet reply {other:?}"))),
-        }
+        self.fleet().audit(limit).await
     }
 
     /// The fleet's counters (slots in use, cap, deferred and refused claims).
@@ -260,16 +215,11 @@ impl Actions {
     fn services(&self) -> Result<Arc<FleetServices>, ActionError> {
         self.host
             .service::<FleetServices>()
-            .ok_or_else(|| internal("the runtime has no fleet services"))
+            .ok_or_else(|| ActionError::Internal("the runtime has no fleet services".into()))
     }
 
-    async fn call(&self, request: FleetRequest) -> Result<FleetReply, ActionError> {
-        self.host
-            .get::<Fleet>(FLEET_ID)
-            .map_err(internal)?
-            .call(request)
-            .await
-            .map_err(internal)?
+    fn fleet(&self) -> FleetHandle {
+        FleetHandle::new(&self.host)
     }
 }
 

@@ -18,14 +18,14 @@ use futures::StreamExt as _;
 use tokio::sync::broadcast;
 
 use clawdo_actors::Host;
-use clawdo_actors::crashpoint;
-use clawdo_actors::instance::{
-    Instance, InstanceError, InstanceEvent, InstanceReply, InstanceRequest, InstanceServices,
-    InstanceView, OpRequest, Status, validate,
+use clawdo_actors::claw::crashpoint;
+use clawdo_actors::claw::instance::{
+    Instance, InstanceError, InstanceEvent, InstanceHandle, InstanceServices, InstanceView,
+    OpRequest, ProvisionRequest, Status, validate,
 };
-use clawdo_actors::registry::{
-    BeginOutcome, BeginRequest, ConflictReason, Registry, RegistryError, RegistryReply,
-    RegistryRequest, Reservation, ReservationStatus,
+use clawdo_actors::claw::registry::{
+    BeginOutcome, BeginRequest, ConflictReason, RegistryError, RegistryHandle, Reservation,
+    ReservationStatus,
 };
 
 /// Who is calling.
@@ -93,17 +93,16 @@ pub struct Instances {
     host: Host,
 }
 
-fn internal(e: impl std::fmt::Display) -> InstanceError {
-    InstanceError::Internal(e.to_string())
-}
-
-/// A runtime error as the instance API reports it: retryable conditions are `Unavailable`.
-fn host_error(e: clawdo_actors::Error) -> InstanceError {
+/// A registry error as the instance API reports it.
+fn registry_error(e: RegistryError) -> InstanceError {
     match e {
-        clawdo_actors::Error::ShuttingDown | clawdo_actors::Error::Timeout { .. } => {
-            InstanceError::Unavailable(e.to_string())
+        RegistryError::KeyReused(key) => InstanceError::IdempotencyKeyReused(key),
+        RegistryError::InstanceExists(id) => InstanceError::AlreadyExists(id),
+        RegistryError::UnknownReservation(id) => {
+            InstanceError::NotFound(format!("reservation {id}"))
         }
-        other => internal(other),
+        RegistryError::Internal(detail) => InstanceError::Internal(detail),
+        RegistryError::Fault(fault) => InstanceError::Fault(fault),
     }
 }
 
@@ -174,13 +173,11 @@ impl Instances {
             fingerprint,
             instance_id,
         };
-        let outcome = match self
-            .registry(&spec.owner, RegistryRequest::Begin(begin))
-            .await?
-        {
-            RegistryReply::Begun(outcome) => outcome,
-            other => return Err(internal(format!("registry: unexpected reply {other:?}"))),
-        };
+        let outcome = self
+            .registry(&spec.owner)?
+            .begin(begin)
+            .await
+            .map_err(registry_error)?;
         let fresh = FreshProvision {
             owner: spec.owner,
             image_tag,
@@ -218,17 +215,14 @@ impl Instances {
         mut r: Reservation,
     ) -> Result<Provisioned, InstanceError> {
         if r.status == ReservationStatus::Admitted {
-            match self
-                .registry(&fresh.owner, RegistryRequest::MarkStarted(r.id))
-                .await?
-            {
-                RegistryReply::Started { won, reservation } => {
-                    r = reservation;
-                    if won {
-                        crashpoint::reached(crashpoint::PROVIDER_STARTED);
-                    }
-                }
-                other => return Err(internal(format!("registry: unexpected reply {other:?}"))),
+            let (won, reservation) = self
+                .registry(&fresh.owner)?
+                .mark_started(r.id)
+                .await
+                .map_err(registry_error)?;
+            r = reservation;
+            if won {
+                crashpoint::reached(crashpoint::PROVIDER_STARTED);
             }
         }
         match r.status {
@@ -258,36 +252,33 @@ impl Instances {
         fresh: &FreshProvision,
         r: Reservation,
     ) -> Result<Provisioned, InstanceError> {
-        let request = InstanceRequest::Provision {
+        let request = ProvisionRequest {
             owner: fresh.owner.clone(),
             image_tag: fresh.image_tag.clone(),
             pinned: fresh.pinned,
             reservation: r.id,
         };
-        match self.call(&r.instance_id, request).await {
-            Ok(InstanceReply::Provisioned { view, .. }) if view.status == Status::Destroyed => {
+        match self.instance(&r.instance_id)?.provision(request).await {
+            Ok((view, _)) if view.status == Status::Destroyed => {
                 // Fenced by the registry's alarm before it arrived.
                 Err(InstanceError::ProvisionReleased {
                     instance_id: r.instance_id,
                     error: view.reason,
                 })
             }
-            Ok(InstanceReply::Provisioned { view, created }) => Ok(Provisioned {
+            Ok((view, created)) => Ok(Provisioned {
                 instance: view,
                 created,
                 reservation: Some(r),
             }),
-            Ok(other) => Err(internal(format!("unexpected reply {other:?}"))),
             Err(InstanceError::AlreadyExists(id)) => {
                 // The id belongs to an instance this reservation did not create: nothing was
                 // built, so the reservation is released at once.
-                let fail = RegistryRequest::Fail {
-                    reservation: r.id,
-                    instance_id: id.clone(),
-                    infra_may_exist: false,
-                    error: format!("instance id {id} is already in use"),
-                };
-                self.registry(&fresh.owner, fail).await?;
+                let error = format!("instance id {id} is already in use");
+                self.registry(&fresh.owner)?
+                    .fail(r.id, &id, false, &error)
+                    .await
+                    .map_err(registry_error)?;
                 Err(InstanceError::AlreadyExists(id))
             }
             Err(e) => Err(e),
@@ -297,27 +288,15 @@ impl Instances {
     /// A reservation of `owner`'s registry.
     pub async fn reservation(&self, owner: &str, id: u64) -> Result<Reservation, InstanceError> {
         validate::owner(owner)?;
-        match self
-            .registry(owner, RegistryRequest::Reservation(id))
-            .await?
-        {
-            RegistryReply::Reservation(r) => Ok(r),
-            other => Err(internal(format!("registry: unexpected reply {other:?}"))),
-        }
+        self.registry(owner)?
+            .reservation(id)
+            .await
+            .map_err(registry_error)
     }
 
     /// Read one instance.
     pub async fn get(&self, caller: &Caller, id: &str) -> Result<InstanceView, InstanceError> {
-        self.existing(id).await?;
-        view(
-            self.call(
-                id,
-                InstanceRequest::Get {
-                    owner_scope: caller.scope(),
-                },
-            )
-            .await?,
-        )
+        self.existing(id).await?.get(caller.scope()).await
     }
 
     /// List instances, by id, `limit` at most ([`MAX_PAGE`] cap), after the cursor `after`.
@@ -348,24 +327,15 @@ impl Instances {
             (Caller::Admin, asked) => asked.map(str::to_string),
         };
         let ids: Vec<String> = match &owner {
-            Some(owner) => match self
-                .registry(
-                    owner,
-                    RegistryRequest::ListRoutes {
-                        after: after.map(str::to_string),
-                        limit,
-                    },
-                )
-                .await?
-            {
-                RegistryReply::Routes(ids) => ids,
-                other => return Err(internal(format!("registry: {other:?}"))),
-            },
+            Some(owner) => self
+                .registry(owner)?
+                .routes(after.map(str::to_string), limit)
+                .await
+                .map_err(registry_error)?,
             None => self
                 .host
                 .list_ids::<Instance>(after, limit)
-                .await
-                .map_err(internal)?
+                .await?
                 .into_iter()
                 .map(|id| id.to_string())
                 .collect(),
@@ -375,12 +345,7 @@ impl Instances {
         let views: Vec<Result<InstanceView, InstanceError>> = futures::stream::iter(ids)
             .map(|id| {
                 let scope = scope.clone();
-                async move {
-                    view(
-                        self.call(&id, InstanceRequest::Get { owner_scope: scope })
-                            .await?,
-                    )
-                }
+                async move { self.instance(&id)?.get(scope).await }
             })
             .buffered(32)
             .collect()
@@ -442,19 +407,7 @@ impl Instances {
         caller: &Caller,
         id: &str,
     ) -> Result<(InstanceView, broadcast::Receiver<InstanceEvent>), InstanceError> {
-        self.existing(id).await?;
-        match self
-            .call(
-                id,
-                InstanceRequest::Watch {
-                    owner_scope: caller.scope(),
-                },
-            )
-            .await?
-        {
-            InstanceReply::Watch(view, events) => Ok((view, events)),
-            other => Err(internal(format!("unexpected reply {other:?}"))),
-        }
+        self.existing(id).await?.watch(caller.scope()).await
     }
 
     /// Up to `limit` events after `after` (exclusive), oldest first.
@@ -465,16 +418,10 @@ impl Instances {
         after: i64,
         limit: usize,
     ) -> Result<Vec<InstanceEvent>, InstanceError> {
-        self.existing(id).await?;
-        let request = InstanceRequest::Events {
-            after,
-            limit: limit.clamp(1, MAX_PAGE),
-            owner_scope: caller.scope(),
-        };
-        match self.call(id, request).await? {
-            InstanceReply::Events(events) => Ok(events),
-            other => Err(internal(format!("unexpected reply {other:?}"))),
-        }
+        self.existing(id)
+            .await?
+            .events(after, limit.clamp(1, MAX_PAGE), caller.scope())
+            .await
     }
 
     async fn op(
@@ -483,73 +430,31 @@ impl Instances {
         id: &str,
         op: OpRequest,
     ) -> Result<InstanceView, InstanceError> {
-        self.existing(id).await?;
-        view(
-            self.call(
-                id,
-                InstanceRequest::Op {
-                    op,
-                    owner_scope: caller.scope(),
-                },
-            )
-            .await?,
-        )
+        self.existing(id).await?.operate(op, caller.scope()).await
     }
 
-    /// `NotFound` for an invalid or never-created id, without creating anything.
-    async fn existing(&self, id: &str) -> Result<(), InstanceError> {
-        validate::instance_id(id)?;
-        if self.host.exists::<Instance>(id).await.map_err(internal)? {
-            Ok(())
+    /// The handle of instance `id` if it was ever created (`NotFound` otherwise, for an
+    /// invalid id too), without creating anything.
+    async fn existing(&self, id: &str) -> Result<InstanceHandle, InstanceError> {
+        let instance = self.instance(id)?;
+        if instance.exists().await? {
+            Ok(instance)
         } else {
             Err(InstanceError::NotFound(id.to_string()))
         }
     }
 
-    async fn call(
-        &self,
-        id: &str,
-        request: InstanceRequest,
-    ) -> Result<InstanceReply, InstanceError> {
-        self.host
-            .get::<Instance>(id)
-            .map_err(internal)?
-            .call(request)
-            .await
-            .map_err(host_error)?
+    fn instance(&self, id: &str) -> Result<InstanceHandle, InstanceError> {
+        InstanceHandle::new(&self.host, id)
     }
 
-    async fn registry(
-        &self,
-        owner: &str,
-        request: RegistryRequest,
-    ) -> Result<RegistryReply, InstanceError> {
-        self.host
-            .get::<Registry>(owner)
-            .map_err(internal)?
-            .call(request)
-            .await
-            .map_err(host_error)?
-            .map_err(|e| match e {
-                RegistryError::KeyReused(key) => InstanceError::IdempotencyKeyReused(key),
-                RegistryError::InstanceExists(id) => InstanceError::AlreadyExists(id),
-                RegistryError::UnknownReservation(id) => {
-                    InstanceError::NotFound(format!("reservation {id}"))
-                }
-                RegistryError::Internal(detail) => InstanceError::Internal(detail),
-            })
+    fn registry(&self, owner: &str) -> Result<RegistryHandle, InstanceError> {
+        RegistryHandle::new(&self.host, owner).map_err(registry_error)
     }
 
     fn services(&self) -> Result<std::sync::Arc<InstanceServices>, InstanceError> {
         self.host
             .service::<InstanceServices>()
-            .ok_or_else(|| internal("the runtime has no instance services"))
-    }
-}
-
-fn view(reply: InstanceReply) -> Result<InstanceView, InstanceError> {
-    match reply {
-        InstanceReply::View(v) => Ok(v),
-        other => Err(internal(format!("unexpected reply {other:?}"))),
+            .ok_or_else(|| InstanceError::Internal("the runtime has no instance services".into()))
     }
 }

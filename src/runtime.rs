@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clawdo_actors::demo::Counter;
-use clawdo_actors::fleet::{FLEET_ID, Fleet, FleetConfig, FleetRequest, FleetServices, FleetStats};
+use clawdo_actors::fleet::{Fleet, FleetConfig, FleetHandle, FleetServices, FleetStats};
 use clawdo_actors::instance::{EventHub, Instance, InstanceConfig, InstanceServices};
 use clawdo_actors::provider::sim::{SimConfig, SimProvider};
 use clawdo_actors::provider::{LimiterConfig, MachineProvider, Provider};
@@ -240,15 +240,11 @@ impl RuntimeBuilder {
         // Activate an existing fleet now: runs orphaned by a previous process are failed and
         // their slots freed at once, and waiting targets are woken, instead of at the next
         // lease. A fresh data directory gets no fleet object until the first action.
-        if host.exists::<Fleet>(FLEET_ID).await? {
-            match host
-                .get::<Fleet>(FLEET_ID)?
-                .call(FleetRequest::Ping)
-                .await?
-            {
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "the fleet could not start cleanly"),
-            }
+        let fleet_handle = FleetHandle::new(&host);
+        if fleet_handle.exists().await.unwrap_or(false)
+            && let Err(error) = fleet_handle.ping().await
+        {
+            tracing::warn!(%error, "the fleet could not start cleanly");
         }
         Ok(Runtime {
             host,

@@ -20,6 +20,7 @@
 //! | [`InstanceError::IdempotencyKeyReused`] | `FAILED_PRECONDITION` | `IDEMPOTENCY_KEY_REUSED` | `idempotency_key` |
 //! | [`InstanceError::Unavailable`] | `UNAVAILABLE` | `UNAVAILABLE` | |
 //! | [`InstanceError::Internal`] | `INTERNAL` | `INTERNAL` | |
+//! | [`InstanceError::Fault`] | see [`Fault`]s below | | |
 //!
 //! Scheduled-action errors ([`action_error`]):
 //!
@@ -34,11 +35,24 @@
 //! | [`ActionError::WrongStatus`] | `FAILED_PRECONDITION` | `ACTION_WRONG_STATUS` | `status` |
 //! | [`ActionError::CapacityFull`] | `RESOURCE_EXHAUSTED` | `CAPACITY_FULL` | `in_use`, `cap`; plus `google.rpc.RetryInfo` |
 //! | [`ActionError::Internal`] | `INTERNAL` | `INTERNAL` | |
+//! | [`ActionError::Fault`] | see [`Fault`]s below | | |
+//!
+//! A [`Fault`] (storage or runtime failure) of any layer is sent by its kind, and its whole
+//! cause chain is logged (never sent):
+//!
+//! | fault kind | gRPC code | reason |
+//! | --- | --- | --- |
+//! | [`FaultKind::StorageFull`] | `RESOURCE_EXHAUSTED` | `STORAGE_FULL` |
+//! | [`FaultKind::ObjectDamaged`] | `DATA_LOSS` | `OBJECT_DAMAGED` |
+//! | [`FaultKind::Storage`] | `INTERNAL` | `STORAGE_ERROR` |
+//! | [`FaultKind::Unavailable`] | `UNAVAILABLE` | `UNAVAILABLE` |
+//! | [`FaultKind::Runtime`] | `INTERNAL` | `INTERNAL` |
 //!
 //! Authentication failures ([`unauthenticated`]) carry the reason `UNAUTHENTICATED`.
 
 use std::collections::HashMap;
 
+use clawdo_actors::claw::fault::{Fault, FaultKind};
 use clawdo_actors::fleet::ActionError;
 use clawdo_actors::instance::InstanceError;
 use tonic::{Code, Status};
@@ -92,6 +106,17 @@ pub fn permission_denied(message: impl Into<String>) -> Status {
     )
 }
 
+/// The code a fault is sent with; logs its cause chain (the client sees only the reason).
+fn fault_code(fault: &Fault, call: &'static str) -> Code {
+    tracing::error!(reason = fault.reason(), cause = %fault.chain(), "{call} failed");
+    match fault.kind() {
+        FaultKind::StorageFull => Code::ResourceExhausted,
+        FaultKind::ObjectDamaged => Code::DataLoss,
+        FaultKind::Unavailable => Code::Unavailable,
+        FaultKind::Storage | FaultKind::Runtime => Code::Internal,
+    }
+}
+
 /// The status an instance error is sent as (see the table in the module docs). A function
 /// rather than a `From` impl: neither type is this crate's.
 pub fn instance_error(error: InstanceError) -> Status {
@@ -140,6 +165,7 @@ pub fn instance_error(error: InstanceError) -> Status {
                 tracing::error!(%detail, "instance call failed");
                 (Code::Internal, Vec::new())
             }
+            InstanceError::Fault(fault) => (fault_code(fault, "instance call"), Vec::new()),
         };
         let metadata = metadata
             .into_iter()
@@ -191,6 +217,7 @@ pub fn action_error(error: ActionError) -> Status {
             tracing::error!(%detail, "fleet call failed");
             (Code::Internal, Vec::new())
         }
+        ActionError::Fault(fault) => (fault_code(fault, "fleet call"), Vec::new()),
     };
     let metadata: HashMap<String, String> = metadata
         .into_iter()
@@ -347,6 +374,47 @@ mod tests {
         assert_eq!(code, Code::Internal);
         assert_eq!(reason, "INTERNAL");
         assert!(metadata.is_empty());
+    }
+
+    #[test]
+    fn faults_are_sent_by_kind_with_a_specific_reason() {
+        use clawdo_storage::rusqlite;
+        let sqlite = |code| {
+            clawdo_storage::Error::from(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(code),
+                None,
+            ))
+        };
+        for (fault, code, reason) in [
+            (
+                Fault::from(sqlite(rusqlite::ffi::SQLITE_FULL)),
+                Code::ResourceExhausted,
+                "STORAGE_FULL",
+            ),
+            (
+                Fault::from(sqlite(rusqlite::ffi::SQLITE_NOTADB)),
+                Code::DataLoss,
+                "OBJECT_DAMAGED",
+            ),
+            (
+                Fault::from(sqlite(rusqlite::ffi::SQLITE_IOERR)),
+                Code::Internal,
+                "STORAGE_ERROR",
+            ),
+            (
+                Fault::from(clawdo_actors::Error::ShuttingDown),
+                Code::Unavailable,
+                "UNAVAILABLE",
+            ),
+        ] {
+            let (sent_code, sent_reason, _, message) = sent(InstanceError::Fault(fault.clone()));
+            assert_eq!((sent_code, sent_reason.as_str()), (code, reason));
+            assert!(!message.contains("internal error"), "{message}");
+            let status = action_error(ActionError::Fault(fault));
+            assert_eq!(status.code(), code);
+            let info = status.get_details_error_info().expect("an ErrorInfo");
+            assert_eq!(info.reason, reason);
+        }
     }
 
     #[test]

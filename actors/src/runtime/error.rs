@@ -28,8 +28,11 @@ pub enum Error {
         class: &'static str,
         /// Object id.
         id: String,
-        /// What went wrong.
+        /// What went wrong (the whole chain, for messages and logs).
         reason: String,
+        /// The error activation failed with, when it returned one (not when it panicked), so
+        /// callers can tell damaged storage from other failures.
+        cause: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
     },
     /// The object's actor stopped while handling this call (e.g. its handler panicked); the
     /// call may or may not have taken effect.

@@ -625,15 +625,18 @@ impl Host {
                 }
                 Err(error) => {
                     table.remove(&key);
-                    let reason = match &error {
-                        SpawnErr::StartupFailed(inner) => error_chain(inner.as_ref()),
-                        other => other.to_string(),
+                    let (reason, cause) = match error {
+                        SpawnErr::StartupFailed(inner) => {
+                            (error_chain(inner.as_ref()), Some(Arc::from(inner)))
+                        }
+                        other => (other.to_string(), None),
                     };
                     tracing::warn!(class = C::CLASS, %id, %reason, "activation failed");
                     Err(Error::Activation {
                         class: C::CLASS,
                         id: id.to_string(),
                         reason,
+                        cause,
                     })
                 }
             };

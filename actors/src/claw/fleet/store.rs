@@ -5,9 +5,9 @@
 
 use clawdo_storage::rusqlite::{self, Connection, OptionalExtension as _, params};
 
-use super::model::{
-    ActionKind, ActionStatus, ActionSummary, AuditEntry, StageView, TargetCounts, TargetStatus,
-    TargetTicket, TargetView,
+use super::api::{
+    ActionKind, ActionStatus, ActionSummary, AuditEntry, NewAction, StageView, TargetCounts,
+    TargetStatus, TargetTicket, TargetView,
 };
 use crate::UnixMillis;
 
@@ -15,15 +15,33 @@ use crate::UnixMillis;
 pub(super) const LIVE: &str = "('scheduled', 'running')";
 
 /// A target row, as the claim path needs it.
-#[derive(Debug, Clone)]
-pub(super) struct TargetRow {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetRow {
+    /// The action.
     pub action_id: i64,
+    /// The instance.
     pub instance_id: String,
+    /// Status.
     pub status: TargetStatus,
+    /// Not before (scheduled time).
     pub run_at: UnixMillis,
+    /// Not before (interactive-pressure deferral).
     pub not_before: UnixMillis,
+    /// Total deferral so far, milliseconds.
     pub deferred_ms: i64,
+    /// Run-now with force: bypasses stage order and the cap.
     pub force: bool,
+}
+
+/// One stage of an action, as the promotion decision needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StageProgress {
+    /// Position.
+    pub index: u32,
+    /// Still `scheduled` (not completed or cancelled).
+    pub scheduled: bool,
+    /// Targets of the stage not terminal yet.
+    pub open: u64,
 }
 
 pub(super) fn target_row(conn: &Connection, id: i64) -> rusqlite::Result<Option<TargetRow>> {
@@ -187,21 +205,49 @@ pub(super) fn count(
     Ok(())
 }
 
-/// The promotion sweep: stages whose targets are all terminal become `completed`, and a live
-/// action whose targets are all terminal becomes `completed`. Returns whether the action did.
-pub(super) fn promote(
+/// Each stage of an action with its status and how many of its targets are not terminal.
+pub(super) fn stage_progress(
+    conn: &Connection,
+    action_id: i64,
+) -> rusqlite::Result<Vec<StageProgress>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT s.idx, s.status,
+                (SELECT COUNT(*) FROM scheduled_action_targets t
+                 WHERE t.action_id = s.action_id AND t.stage_idx = s.idx
+                   AND t.status IN ('pending', 'running'))
+         FROM scheduled_action_stages s WHERE s.action_id = ?1 ORDER BY s.idx",
+    )?;
+    stmt.query_map([action_id], |r| {
+        Ok(StageProgress {
+            index: r.get(0)?,
+            scheduled: r.get::<_, String>(1)? == "scheduled",
+            open: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+        })
+    })?
+    .collect()
+}
+
+/// Mark stage `index` of the action `completed` (if it is still `scheduled`).
+pub(super) fn complete_stage(
+    conn: &Connection,
+    action_id: i64,
+    index: u32,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE scheduled_action_stages SET status = 'completed'
+         WHERE action_id = ?1 AND idx = ?2 AND status = 'scheduled'",
+    )?
+    .execute(params![action_id, index])?;
+    Ok(())
+}
+
+/// `→ completed` for a live action whose targets are all terminal (re-checked by the
+/// statement). Returns whether it changed.
+pub(super) fn complete_action(
     conn: &Connection,
     action_id: i64,
     now: UnixMillis,
 ) -> rusqlite::Result<bool> {
-    conn.prepare_cached(
-        "UPDATE scheduled_action_stages AS s SET status = 'completed'
-         WHERE s.action_id = ?1 AND s.status = 'scheduled'
-           AND NOT EXISTS (SELECT 1 FROM scheduled_action_targets t
-                           WHERE t.action_id = s.action_id AND t.stage_idx = s.idx
-                             AND t.status IN ('pending', 'running'))",
-    )?
-    .execute([action_id])?;
     let done = conn
         .prepare_cached(
             "UPDATE scheduled_actions SET status = 'completed', completed_at = ?2, updated_at = ?2
@@ -491,82 +537,171 @@ pub(super) fn running_claims(conn: &Connection) -> rusqlite::Result<Vec<UnixMill
     stmt.query_map([], |r| r.get(0))?.collect()
 }
 
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
-mod tests {
-    use super::*;
-
-    /// The fleet's schema with one action of `n` pending targets.
-    fn fleet_db(n: usize) -> Connection {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(include_str!("schema.sql")).unwrap();
-        conn.execute(
-            "INSERT INTO scheduled_actions (kind, status, run_at, lease_ms, created_by,
-                 created_at, updated_at, total)
-             VALUES ('scheduled_restart', 'running', 0, 1000, 'test', 0, 0, ?1)",
-            [i64::try_from(n).unwrap()],
-        )
-        .unwrap();
-        for i in 0..n {
-            conn.execute(
-                "INSERT INTO scheduled_action_targets
-                     (action_id, stage_idx, instance_id, source_tag, status, run_at)
-                 VALUES (1, 0, ?1, 'claw:1', 'pending', 0)",
-                [format!("i-{i}")],
-            )
-            .unwrap();
-        }
-        conn
+/// Insert a new action with its stages and targets (in the caller's transaction). Returns the
+/// action id and, per target, its instance and ticket.
+pub(super) fn insert_action(
+    conn: &Connection,
+    new: &NewAction,
+    now: UnixMillis,
+) -> rusqlite::Result<(i64, Vec<(String, TargetTicket)>)> {
+    conn.prepare_cached(
+        "INSERT INTO scheduled_actions (kind, image_tag, pin, status, run_at, lease_ms,
+             created_by, created_at, updated_at, total)
+         VALUES (?1, ?2, ?3, 'scheduled', ?4, ?5, ?6, ?7, ?7, ?8)",
+    )?
+    .execute(params![
+        new.kind.as_str(),
+        new.image_tag,
+        new.pin,
+        new.run_at,
+        new.lease_ms,
+        new.created_by,
+        now,
+        i64::try_from(new.targets.len()).unwrap_or(i64::MAX),
+    ])?;
+    let action_id = conn.last_insert_rowid();
+    let mut stage = conn.prepare_cached(
+        "INSERT INTO scheduled_action_stages (action_id, idx, name, run_at, status)
+         VALUES (?1, ?2, ?3, ?4, 'scheduled')",
+    )?;
+    for (idx, (name, run_at)) in new.stages.iter().enumerate() {
+        stage.execute(params![
+            action_id,
+            i64::try_from(idx).unwrap_or(0),
+            name,
+            run_at
+        ])?;
     }
-
-    fn plan(conn: &Connection, sql: &str) -> String {
-        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-        let n = stmt.parameter_count();
-        let params: Vec<i64> = vec![1; n];
-        let rows = stmt
-            .query_map(rusqlite::params_from_iter(params), |r| {
-                r.get::<_, String>(3)
-            })
-            .unwrap();
-        rows.map(Result::unwrap).collect::<Vec<_>>().join("\n")
+    let mut tickets = Vec::with_capacity(new.targets.len());
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO scheduled_action_targets
+             (action_id, stage_idx, instance_id, source_tag, status, run_at)
+         VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
+    )?;
+    for (instance_id, source_tag, stage) in &new.targets {
+        let run_at = usize::try_from(*stage)
+            .ok()
+            .and_then(|s| new.stages.get(s))
+            .map_or(new.run_at, |(_, at)| *at);
+        insert.execute(params![action_id, stage, instance_id, source_tag, run_at])?;
+        tickets.push((
+            instance_id.clone(),
+            TargetTicket {
+                action_id,
+                target_id: conn.last_insert_rowid(),
+                kind: new.kind,
+                image_tag: new.image_tag.clone(),
+                pin: new.pin,
+                run_at,
+            },
+        ));
     }
+    Ok((action_id, tickets))
+}
 
-    #[test]
-    fn hot_queries_stay_indexed_with_many_pending_targets() {
-        let conn = fleet_db(2_000);
-        for (name, sql) in [
-            (
-                "claimable",
-                "SELECT t.id, t.instance_id FROM scheduled_action_targets t
-                 JOIN scheduled_actions a ON a.id = t.action_id
-                 WHERE t.status = 'pending' AND t.run_at <= ?1 AND t.not_before <= ?1
-                   AND a.status IN ('scheduled', 'running')
-                   AND (t.force = 1 OR NOT EXISTS (
-                        SELECT 1 FROM scheduled_action_targets e
-                        WHERE e.action_id = t.action_id AND e.stage_idx < t.stage_idx
-                          AND e.status IN ('pending', 'running')))
-                 ORDER BY t.id LIMIT ?2",
-            ),
-            (
-                "running",
-                "SELECT COUNT(*) FROM scheduled_action_targets WHERE status = 'running'",
-            ),
-        ] {
-            let plan = plan(&conn, sql);
-            assert!(!plan.contains("TEMP B-TREE"), "{name}: {plan}");
-            assert!(
-                !plan.contains("SCAN t\n") && !plan.starts_with("SCAN"),
-                "{name}: {plan}"
-            );
-        }
-        let started = std::time::Instant::now();
-        for _ in 0..100 {
-            assert_eq!(claimable(&conn, 10, 64).unwrap().len(), 64);
-        }
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(2),
-            "claimable is not bounded by its limit: {:?}",
-            started.elapsed()
-        );
+/// `→ cancelled` for a live action, its pending targets (counted) and its open stages.
+/// Returns the targets cancelled (instance, target), or `None` when the action was not live.
+pub(super) fn cancel_action(
+    conn: &Connection,
+    action_id: i64,
+    now: UnixMillis,
+) -> rusqlite::Result<Option<Vec<(String, i64)>>> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE scheduled_actions SET status = 'cancelled', completed_at = ?2, updated_at = ?2
+             WHERE id = ?1 AND status IN ('scheduled', 'running')",
+        )?
+        .execute(params![action_id, now])?;
+    if changed == 0 {
+        return Ok(None);
     }
+    let pending: Vec<(String, i64)> = pending_targets(conn, action_id, None)?
+        .into_iter()
+        .map(|(instance, ticket)| (instance, ticket.target_id))
+        .collect();
+    let n = conn
+        .prepare_cached(
+            "UPDATE scheduled_action_targets SET status = 'cancelled', completed_at = ?2
+             WHERE action_id = ?1 AND status = 'pending'",
+        )?
+        .execute(params![action_id, now])?;
+    count(conn, action_id, TargetStatus::Cancelled, n, now)?;
+    conn.prepare_cached(
+        "UPDATE scheduled_action_stages SET status = 'cancelled'
+         WHERE action_id = ?1 AND status = 'scheduled'",
+    )?
+    .execute([action_id])?;
+    Ok(Some(pending))
+}
+
+/// Defer pending target `id` to `until`, adding `delay` to its total deferral.
+pub(super) fn defer(
+    conn: &Connection,
+    id: i64,
+    until: UnixMillis,
+    delay: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE scheduled_action_targets SET not_before = ?2, deferred_ms = deferred_ms + ?3
+         WHERE id = ?1 AND status = 'pending'",
+    )?
+    .execute(params![id, until, delay])?;
+    Ok(())
+}
+
+/// The slot lease of an action's targets, milliseconds.
+pub(super) fn lease_ms(conn: &Connection, action_id: i64) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT lease_ms FROM scheduled_actions WHERE id = ?1")?
+        .query_row([action_id], |r| r.get(0))
+}
+
+/// Make an action's pending targets (or just `target`) due at `now`; `force` also bypasses
+/// stage order and the cap for them.
+pub(super) fn make_due(
+    conn: &Connection,
+    action_id: i64,
+    target: Option<i64>,
+    now: UnixMillis,
+    force: bool,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE scheduled_action_targets
+         SET run_at = MIN(run_at, ?3), not_before = 0, force = MAX(force, ?4)
+         WHERE action_id = ?1 AND (?2 IS NULL OR id = ?2) AND status = 'pending'",
+    )?
+    .execute(params![action_id, target, now, force])?;
+    if target.is_none() {
+        conn.prepare_cached(
+            "UPDATE scheduled_action_stages SET run_at = MIN(run_at, ?2) WHERE action_id = ?1",
+        )?
+        .execute(params![action_id, now])?;
+        conn.prepare_cached(
+            "UPDATE scheduled_actions SET run_at = MIN(run_at, ?2), updated_at = ?2 WHERE id = ?1",
+        )?
+        .execute(params![action_id, now])?;
+    }
+    Ok(())
+}
+
+/// Append an audit row.
+pub(super) fn insert_audit(
+    conn: &Connection,
+    at: UnixMillis,
+    actor: &str,
+    what: &str,
+    detail: &str,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO fleet_audit (at, actor, what, detail) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![at, actor, what, detail])?;
+    Ok(())
+}
+
+/// Whether any action is live.
+pub(super) fn any_live(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.prepare_cached(&format!(
+        "SELECT EXISTS (SELECT 1 FROM scheduled_actions WHERE status IN {LIVE})"
+    ))?
+    .query_row([], |r| r.get(0))
 }

@@ -6,7 +6,7 @@ use std::sync::{Mutex, PoisonError};
 
 use tokio::sync::broadcast;
 
-use super::model::InstanceEvent;
+use super::api::InstanceEvent;
 
 /// Events a slow watcher may fall behind by before it is told it lagged.
 const CHANNEL_CAPACITY: usize = 256;

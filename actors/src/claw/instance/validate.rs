@@ -1,6 +1,6 @@
 //! Validation of instance inputs; every public entry point runs these before writing.
 
-use super::model::InstanceError;
+use super::api::InstanceError;
 
 /// An owner key is `user:<id>` or `org:<id>`, the id 1–64 characters of `[A-Za-z0-9._-]`.
 pub fn owner(key: &str) -> Result<(), InstanceError> {

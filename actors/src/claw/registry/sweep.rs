@@ -7,13 +7,11 @@
 //! by a lost report: every unresolved reservation ends `completed` or `released`, or its
 //! instance is destroyed (which releases it).
 
-use clawdo_storage::rusqlite::params;
-
-use super::{
-    RESERVATION_COLUMNS, Registry, RegistryError, Reservation, ReservationStatus, TIMER_SWEEP,
-    UNRESOLVED, ask, millis, next_sweep, reservation_from_row,
-};
-use crate::instance::{AdmissionState, Instance, InstanceError, InstanceRequest, OpRequest};
+use super::admission::{ask, instance_error};
+use super::api::{RegistryError, ReleaseReason, Reservation, ReservationStatus};
+use super::config::millis;
+use super::{Registry, TIMER_SWEEP, store};
+use crate::claw::instance::{AdmissionState, InstanceError, InstanceHandle, OpRequest};
 use crate::object::Ctx;
 
 /// Most reservations one pass looks at (an owner has at most one unresolved at a time; the
@@ -22,34 +20,36 @@ pub(super) const BATCH: usize = 16;
 
 /// What the sweep decided for one reservation.
 #[derive(Debug, PartialEq, Eq)]
-enum Decision {
+pub enum Decision {
+    /// Record the completion (repair).
     Complete,
-    Release(&'static str),
+    /// Release it.
+    Release(ReleaseReason),
+    /// Fail it closed: infrastructure may exist.
     RequireReconciliation(String),
     /// Have the instance destroyed (its infrastructure is cleaned up; the destroy report then
     /// releases the reservation).
     Destroy,
+    /// Look again on the next pass.
     Wait,
 }
 
-fn decide(r: &Reservation, state: &AdmissionState, stale: bool, cleanup_due: bool) -> Decision {
+/// The sweep's decision for `r`, whose instance answered `state`; `stale`: admitted longer
+/// than `stale_after` ago; `cleanup_due`: unchanged for a `check_interval`.
+pub fn decide(r: &Reservation, state: &AdmissionState, stale: bool, cleanup_due: bool) -> Decision {
     use ReservationStatus as S;
     match (r.status, state) {
         (_, AdmissionState::Complete) => Decision::Complete,
-        (_, AdmissionState::Destroyed) => Decision::Release("instance destroyed"),
-        (_, AdmissionState::Other) => {
-            Decision::Release("the instance belongs to another provision")
-        }
-        (_, AdmissionState::Absent) if stale => {
-            Decision::Release("the provision never reached its instance")
-        }
+        (_, AdmissionState::Destroyed) => Decision::Release(ReleaseReason::InstanceDestroyed),
+        (_, AdmissionState::Other) => Decision::Release(ReleaseReason::OtherProvision),
+        (_, AdmissionState::Absent) if stale => Decision::Release(ReleaseReason::NeverArrived),
         (
             _,
             AdmissionState::Failed {
                 infra_may_exist: false,
                 ..
             },
-        ) => Decision::Release("provision failed before creating infrastructure"),
+        ) => Decision::Release(ReleaseReason::FailedBeforeInfrastructure),
         (S::Admitted | S::ProviderStarted, AdmissionState::Failed { error, .. }) => {
             Decision::RequireReconciliation(error.clone())
         }
@@ -63,30 +63,15 @@ fn decide(r: &Reservation, state: &AdmissionState, stale: bool, cleanup_due: boo
 impl Registry {
     /// One pass of the alarm (see the module docs).
     pub(super) async fn sweep(&mut self, ctx: &mut Ctx) -> Result<(), RegistryError> {
-        let rows: Vec<Reservation> = {
-            let conn = ctx.store().conn()?;
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {RESERVATION_COLUMNS} FROM provision_reservations
-                 WHERE status IN {UNRESOLVED} ORDER BY updated_at, id LIMIT ?1"
-            ))?;
-            stmt.query_map([i64::try_from(BATCH).unwrap_or(16)], reservation_from_row)?
-                .collect::<Result<_, _>>()?
-        };
+        let rows = store::unresolved_batch(ctx.store().conn()?, BATCH)?;
         for r in &rows {
             if let Err(error) = self.sweep_one(ctx, r).await {
                 tracing::warn!(owner = %r.owner, reservation = r.id, %error,
                     "registry sweep: reservation left for the next pass");
             }
         }
-        let remaining: bool = {
-            let conn = ctx.store().conn()?;
-            conn.prepare_cached(&format!(
-                "SELECT EXISTS (SELECT 1 FROM provision_reservations WHERE status IN {UNRESOLVED})"
-            ))?
-            .query_row([], |row| row.get(0))?
-        };
-        if remaining {
-            let at = next_sweep(&self.config, ctx.now());
+        if store::any_unresolved(ctx.store().conn()?)? {
+            let at = ctx.now() + millis(self.config.check_interval);
             ctx.set_timer(TIMER_SWEEP, at)?;
         }
         Ok(())
@@ -96,7 +81,8 @@ impl Registry {
         let now = ctx.now();
         let stale = now - r.created_at >= millis(self.config.stale_after);
         let cleanup_due = now - r.updated_at >= millis(self.config.check_interval);
-        let state = ask(ctx.host(), r, stale)
+        let host = ctx.host().clone();
+        let state = ask(&host, r, stale)
             .await
             .map_err(RegistryError::Internal)?;
         let decision = decide(r, &state, stale, cleanup_due);
@@ -111,158 +97,32 @@ impl Registry {
                 if state == AdmissionState::Destroyed {
                     self.instance_destroyed(ctx, &r.instance_id)?;
                 } else {
-                    self.fail(ctx, r.id, &r.instance_id, false, why)?;
+                    self.fail(ctx, r.id, &r.instance_id, false, why.as_str())?;
                 }
-                tracing::info!(owner = %r.owner, reservation = r.id, why, "reservation released");
+                tracing::info!(owner = %r.owner, reservation = r.id, why = why.as_str(),
+                    "reservation released");
             }
             Decision::RequireReconciliation(error) => {
                 self.fail(ctx, r.id, &r.instance_id, true, &error)?;
             }
             Decision::Destroy => {
-                let stub = ctx
-                    .host()
-                    .get::<Instance>(&r.instance_id)
-                    .map_err(|e| RegistryError::Internal(e.to_string()))?;
-                let destroy = InstanceRequest::Op {
-                    op: OpRequest::Destroy,
-                    owner_scope: None,
-                };
-                match stub.call(destroy).await {
-                    Ok(Ok(_)) => {
+                let instance =
+                    InstanceHandle::new(ctx.host(), &r.instance_id).map_err(instance_error)?;
+                match instance.operate(OpRequest::Destroy, None).await {
+                    Ok(_) => {
                         tracing::info!(owner = %r.owner, reservation = r.id,
                             instance = %r.instance_id, "destroying a failed provision's instance");
                     }
                     // Busy (e.g. a destroy already runs) or gone: the next pass looks again.
-                    Ok(Err(InstanceError::Busy(_) | InstanceError::Destroyed(_))) => {}
-                    Ok(Err(e)) => return Err(RegistryError::Internal(e.to_string())),
-                    Err(e) => return Err(RegistryError::Internal(e.to_string())),
+                    Err(InstanceError::Busy(_) | InstanceError::Destroyed(_)) => {}
+                    Err(e) => return Err(instance_error(e)),
                 }
                 // Count the attempt so the next destroy waits a full interval.
                 let now = ctx.now();
-                ctx.transact(|tx| {
-                    tx.execute(
-                        "UPDATE provision_reservations SET updated_at = ?2
-                         WHERE id = ?1 AND status = 'failed_requires_reconciliation'",
-                        params![super::sql_id(r.id), now],
-                    )?;
-                    Ok::<_, RegistryError>(())
-                })?;
+                ctx.transact(|tx| Ok::<_, RegistryError>(store::touch_failed(tx, r.id, now)?))?;
             }
             Decision::Wait => {}
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn reservation(status: ReservationStatus) -> Reservation {
-        Reservation {
-            id: 1,
-            owner: "user:1".into(),
-            instance_id: "i".into(),
-            idempotency_key: "k".into(),
-            status,
-            error: None,
-            created_at: 0,
-            updated_at: 0,
-        }
-    }
-
-    #[test]
-    fn decisions_cover_every_outcome() {
-        use ReservationStatus as S;
-        let failed = |infra| AdmissionState::Failed {
-            infra_may_exist: infra,
-            error: "boom".into(),
-        };
-        let cases = [
-            (
-                S::ProviderStarted,
-                AdmissionState::Complete,
-                false,
-                false,
-                Decision::Complete,
-            ),
-            (
-                S::FailedRequiresReconciliation,
-                AdmissionState::Complete,
-                false,
-                false,
-                Decision::Complete,
-            ),
-            (
-                S::Admitted,
-                AdmissionState::Absent,
-                true,
-                false,
-                Decision::Release("the provision never reached its instance"),
-            ),
-            (
-                S::Admitted,
-                AdmissionState::Absent,
-                false,
-                false,
-                Decision::Wait,
-            ),
-            (
-                S::ProviderStarted,
-                AdmissionState::Provisioning { infra: true },
-                true,
-                true,
-                Decision::Wait,
-            ),
-            (
-                S::ProviderStarted,
-                failed(false),
-                false,
-                false,
-                Decision::Release("provision failed before creating infrastructure"),
-            ),
-            (
-                S::ProviderStarted,
-                failed(true),
-                false,
-                false,
-                Decision::RequireReconciliation("boom".into()),
-            ),
-            (
-                S::FailedRequiresReconciliation,
-                failed(true),
-                false,
-                false,
-                Decision::Wait,
-            ),
-            (
-                S::FailedRequiresReconciliation,
-                failed(true),
-                false,
-                true,
-                Decision::Destroy,
-            ),
-            (
-                S::FailedRequiresReconciliation,
-                AdmissionState::Destroyed,
-                false,
-                false,
-                Decision::Release("instance destroyed"),
-            ),
-            (
-                S::FailedRequiresReconciliation,
-                AdmissionState::Busy,
-                false,
-                true,
-                Decision::Wait,
-            ),
-        ];
-        for (status, state, stale, cleanup_due, expected) in cases {
-            assert_eq!(
-                decide(&reservation(status), &state, stale, cleanup_due),
-                expected,
-                "{status:?} / {state:?} / stale {stale} / cleanup due {cleanup_due}"
-            );
-        }
     }
 }

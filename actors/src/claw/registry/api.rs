@@ -1,11 +1,10 @@
-//! The registry's data: reservations and their statuses, what `Begin` answers, the knobs, and
-//! the registry's errors.
-
-use std::time::Duration;
+//! What callers exchange with a registry: its requests and replies, reservations and their
+//! statuses, what `Begin` answers, and [`RegistryError`].
 
 use serde::{Deserialize, Serialize};
 
 use crate::UnixMillis;
+use crate::claw::fault::Fault;
 
 /// Where a fresh provision stands (SPEC §5).
 ///
@@ -98,7 +97,7 @@ pub enum ConflictReason {
     CompletionPending,
 }
 
-/// The answer to [`super::RegistryRequest::Begin`].
+/// The answer to [`RegistryRequest::Begin`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BeginOutcome {
     /// A new reservation: the caller goes on with the provision.
@@ -121,7 +120,7 @@ pub enum BeginOutcome {
     },
 }
 
-/// The answer to [`super::RegistryRequest::Complete`].
+/// The answer to [`RegistryRequest::Complete`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Completion {
     /// Recorded now: the reservation is `completed` and the route active.
@@ -131,58 +130,6 @@ pub enum Completion {
     /// Refused: the reservation ended otherwise (e.g. the instance was destroyed) and a late
     /// completion cannot revive it.
     Rejected(ReservationStatus),
-}
-
-/// Knobs of the registry class.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
-pub struct RegistryConfig {
-    /// Instances a `user:` owner may have. Default 1.
-    pub user_instance_limit: u32,
-    /// Instances an `org:` owner may have. Default 100.
-    pub org_instance_limit: u32,
-    /// An `admitted` or `provider_started` reservation whose instance never received its
-    /// provision this long after admission is released by the alarm. Default 60 s.
-    #[serde(with = "crate::config::serde_secs")]
-    pub stale_after: Duration,
-    /// How often the alarm looks at unresolved reservations, and how long after a provision
-    /// failed with infrastructure the alarm has the instance destroyed. Default 60 s.
-    #[serde(with = "crate::config::serde_secs")]
-    pub check_interval: Duration,
-}
-
-impl Default for RegistryConfig {
-    fn default() -> Self {
-        RegistryConfig {
-            user_instance_limit: 1,
-            org_instance_limit: 100,
-            stale_after: Duration::from_secs(60),
-            check_interval: Duration::from_secs(60),
-        }
-    }
-}
-
-impl RegistryConfig {
-    /// The instance limit of `owner` (by its kind prefix).
-    pub fn limit_for(&self, owner: &str) -> u32 {
-        if owner.starts_with("org:") {
-            self.org_instance_limit
-        } else {
-            self.user_instance_limit
-        }
-    }
-
-    /// Check the values: limits at least 1, intervals at least 1 s.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.user_instance_limit == 0 || self.org_instance_limit == 0 {
-            return Err("instance limits must be at least 1".into());
-        }
-        if self.stale_after < Duration::from_secs(1) || self.check_interval < Duration::from_secs(1)
-        {
-            return Err("stale-after and check-interval must be at least 1 s".into());
-        }
-        Ok(())
-    }
 }
 
 /// Why a registry request failed.
@@ -198,25 +145,130 @@ pub enum RegistryError {
     /// No reservation with this id.
     #[error("no reservation {0}")]
     UnknownReservation(u64),
-    /// Storage or another object failed; nothing changed.
+    /// An instance the registry asked answered with an error (other than a fault).
     #[error("registry: {0}")]
     Internal(String),
+    /// Storage or the runtime failed; nothing changed. The cause is kept for the logs.
+    #[error(transparent)]
+    Fault(#[from] Fault),
 }
 
 impl From<clawdo_storage::Error> for RegistryError {
     fn from(e: clawdo_storage::Error) -> Self {
-        RegistryError::Internal(e.to_string())
+        RegistryError::Fault(e.into())
     }
 }
 
 impl From<clawdo_storage::rusqlite::Error> for RegistryError {
     fn from(e: clawdo_storage::rusqlite::Error) -> Self {
-        RegistryError::Internal(e.to_string())
+        RegistryError::Fault(e.into())
     }
 }
 
 impl From<crate::Error> for RegistryError {
     fn from(e: crate::Error) -> Self {
-        RegistryError::Internal(e.to_string())
+        RegistryError::Fault(e.into())
+    }
+}
+
+/// Admission of one fresh provision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BeginRequest {
+    /// The caller's idempotency key (unique per owner).
+    pub idempotency_key: String,
+    /// What is asked for (image, pin, explicit instance id), compared on a retry.
+    pub fingerprint: String,
+    /// The instance id to create if admitted.
+    pub instance_id: String,
+}
+
+/// Requests a registry understands. Callers use [`super::RegistryHandle`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryRequest {
+    /// Admit a fresh provision or say why not.
+    Begin(BeginRequest),
+    /// `admitted → provider_started`; answers whether this call made the move, and the
+    /// reservation after it. Only the winner may go on to the instance.
+    MarkStarted(u64),
+    /// The instance was provisioned: `→ completed`, route active (rejected once the
+    /// reservation ended otherwise).
+    Complete {
+        /// Reservation id.
+        reservation: u64,
+        /// The reporting instance (must be the reservation's).
+        instance_id: String,
+    },
+    /// The provision failed: `→ released` when no infrastructure can exist, else
+    /// `→ failed_requires_reconciliation`.
+    Fail {
+        /// Reservation id.
+        reservation: u64,
+        /// The reporting instance (must be the reservation's).
+        instance_id: String,
+        /// Whether infrastructure may have been created.
+        infra_may_exist: bool,
+        /// What went wrong.
+        error: String,
+    },
+    /// The instance was destroyed: remove its route, release its unresolved reservation
+    /// (destroy fencing). Idempotent.
+    InstanceDestroyed(String),
+    /// A reservation by id.
+    Reservation(u64),
+    /// Up to `limit` instance ids after `after`, ascending (pending and active routes).
+    ListRoutes {
+        /// Cursor (exclusive).
+        after: Option<String>,
+        /// Page size.
+        limit: usize,
+    },
+}
+
+/// Replies of a registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryReply {
+    /// The answer to `Begin`.
+    Begun(BeginOutcome),
+    /// The answer to `MarkStarted`.
+    Started {
+        /// Whether this call moved the reservation to `provider_started`.
+        won: bool,
+        /// The reservation after the call.
+        reservation: Reservation,
+    },
+    /// The answer to `Complete`.
+    Completion(Completion),
+    /// A reservation.
+    Reservation(Reservation),
+    /// Done.
+    Ok,
+    /// A page of instance ids.
+    Routes(Vec<String>),
+}
+
+/// Why the registry released a reservation (stored in its `error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReleaseReason {
+    /// The instance was destroyed.
+    InstanceDestroyed,
+    /// The instance id belongs to another provision.
+    OtherProvision,
+    /// The provision never reached its instance (fenced off).
+    NeverArrived,
+    /// The provision failed before creating infrastructure.
+    FailedBeforeInfrastructure,
+}
+
+impl ReleaseReason {
+    /// The stable string form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReleaseReason::InstanceDestroyed => "instance destroyed",
+            ReleaseReason::OtherProvision => "the instance belongs to another provision",
+            ReleaseReason::NeverArrived => "the provision never reached its instance",
+            ReleaseReason::FailedBeforeInfrastructure => {
+                "provision failed before creating infrastructure"
+            }
+        }
     }
 }

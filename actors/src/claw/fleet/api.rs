@@ -1,11 +1,13 @@
-//! The fleet's data: action kinds and statuses, what callers send and see, the ticket an
-//! instance keeps for its upcoming target, this layer's [`ActionError`], and `run_at` parsing.
+//! What callers exchange with the fleet: its requests and replies, action kinds and statuses,
+//! what callers see, the ticket an instance keeps for its upcoming target, what the fleet tells
+//! instances ([`TargetNotice`]), typed failure and skip reasons, and [`ActionError`].
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::UnixMillis;
+use crate::claw::fault::Fault;
 
 /// Most targets one action may have (SPEC §6).
 pub const MAX_TARGETS: usize = 10_000;
@@ -358,9 +360,12 @@ pub enum ActionError {
         /// When a slot is expected to free.
         retry_after: Duration,
     },
-    /// Storage or the runtime failed; nothing happened.
+    /// A rule of the protocol between objects was broken (e.g. a reply of the wrong shape).
     #[error("internal error: {0}")]
     Internal(String),
+    /// Storage or the runtime failed; nothing happened. The cause is kept for the logs.
+    #[error(transparent)]
+    Fault(#[from] Fault),
 }
 
 impl ActionError {
@@ -376,6 +381,7 @@ impl ActionError {
             ActionError::WrongStatus { .. } => "ACTION_WRONG_STATUS",
             ActionError::CapacityFull { .. } => "CAPACITY_FULL",
             ActionError::Internal(_) => "INTERNAL",
+            ActionError::Fault(fault) => fault.reason(),
         }
     }
 
@@ -389,16 +395,285 @@ impl ActionError {
 
 impl From<clawdo_storage::Error> for ActionError {
     fn from(e: clawdo_storage::Error) -> Self {
-        ActionError::Internal(e.to_string())
+        ActionError::Fault(e.into())
     }
 }
 
 impl From<clawdo_storage::rusqlite::Error> for ActionError {
     fn from(e: clawdo_storage::rusqlite::Error) -> Self {
-        ActionError::Internal(e.to_string())
+        ActionError::Fault(e.into())
     }
 }
 
+impl From<crate::Error> for ActionError {
+    fn from(e: crate::Error) -> Self {
+        ActionError::Fault(e.into())
+    }
+}
+
+/// Why a target failed. The string forms are stable: they are stored in the target's
+/// `failure_reason` (followed by `: <detail>` when there is one) and sent to clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureReason {
+    /// Its slot's lease ran out before its outcome arrived.
+    LeaseExpired,
+    /// Its run died with the previous process.
+    Interrupted,
+    /// The provider answered with an error.
+    ProviderError,
+    /// The provider could not be reached.
+    ProviderUnavailable,
+    /// The instance could not record the start of its operation.
+    StartFailed,
+}
+
+impl FailureReason {
+    /// The stable string form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::LeaseExpired => "lease_expired",
+            FailureReason::Interrupted => "interrupted",
+            FailureReason::ProviderError => "provider_error",
+            FailureReason::ProviderUnavailable => "provider_unavailable",
+            FailureReason::StartFailed => "could not start",
+        }
+    }
+}
+
+/// A target's failure: the reason and, for provider errors, what the provider said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetFailure {
+    /// Why.
+    pub reason: FailureReason,
+    /// Details (the provider's error), if any.
+    pub detail: Option<String>,
+}
+
+impl TargetFailure {
+    /// A failure without details.
+    pub fn new(reason: FailureReason) -> TargetFailure {
+        TargetFailure {
+            reason,
+            detail: None,
+        }
+    }
+
+    /// A failure with details.
+    pub fn with_detail(reason: FailureReason, detail: impl Into<String>) -> TargetFailure {
+        TargetFailure {
+            reason,
+            detail: Some(detail.into()),
+        }
+    }
+}
+
+impl std::fmt::Display for TargetFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.detail {
+            Some(detail) => write!(f, "{}: {detail}", self.reason.as_str()),
+            None => f.write_str(self.reason.as_str()),
+        }
+    }
+}
+
+/// Why a target did not apply to its instance. The string forms are stable (stored in the
+/// target's `failure_reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SkipReason {
+    /// The instance is destroyed (or being destroyed).
+    InstanceDestroyed,
+    /// A restart of an instance that does not run.
+    InstanceNotRunning,
+    /// A version change of a pinned instance without a pin override.
+    InstancePinned,
+    /// A version change that would change nothing.
+    AlreadyOnTag,
+}
+
+impl SkipReason {
+    /// The stable string form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::InstanceDestroyed => "instance_destroyed",
+            SkipReason::InstanceNotRunning => "instance_not_running",
+            SkipReason::InstancePinned => "instance_pinned",
+            SkipReason::AlreadyOnTag => "already_on_tag",
+        }
+    }
+}
+
+/// What the fleet tells an instance about one of its targets (delivered after the fleet's
+/// commit, never awaited inside the fleet's handler).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetNotice {
+    /// A target for this instance was scheduled (or made due now by run-now).
+    Scheduled(TargetTicket),
+    /// The target was cancelled.
+    Cancelled {
+        /// The target.
+        target_id: i64,
+    },
+    /// The target's lease expired at the fleet (its task was stopped first): give up its
+    /// operation.
+    Aborted {
+        /// The target.
+        target_id: i64,
+    },
+}
+
+/// The key of the background task applying target `target_id` on instance `instance_id`: the
+/// instance spawns it under this key, the fleet's reaper aborts it by it before it frees the
+/// target's slot.
+pub fn target_task_key(instance_id: &str, target_id: i64) -> String {
+    format!("instance/{instance_id}/target/{target_id}")
+}
+
+/// A new action, validated by the caller (the embedding API checked the instances).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAction {
+    /// Restart or version change.
+    pub kind: ActionKind,
+    /// Target image of a version change.
+    pub image_tag: Option<String>,
+    /// Pin override.
+    pub pin: Option<bool>,
+    /// Start.
+    pub run_at: UnixMillis,
+    /// Slot lease, milliseconds.
+    pub lease_ms: i64,
+    /// Stages: name and run_at, in order.
+    pub stages: Vec<(String, UnixMillis)>,
+    /// Targets: instance id, its current image, stage index.
+    pub targets: Vec<(String, String, u32)>,
+    /// Who scheduled it.
+    pub created_by: String,
+}
+
+/// Requests the fleet understands. Callers use [`super::FleetHandle`].
+#[derive(Debug)]
+pub enum FleetRequest {
+    /// Insert an action with its stages and targets in one transaction.
+    Schedule(NewAction),
+    /// One action with stages and targets.
+    Get {
+        /// The action.
+        action_id: i64,
+    },
+    /// Actions, newest first.
+    List {
+        /// Cursor: only ids below it.
+        before: Option<i64>,
+        /// Page size.
+        limit: usize,
+    },
+    /// Cancel an action: its pending targets are cancelled, running ones finish.
+    Cancel {
+        /// The action.
+        action_id: i64,
+    },
+    /// Cancel one pending target.
+    CancelTarget {
+        /// The action.
+        action_id: i64,
+        /// The target.
+        target_id: i64,
+    },
+    /// Make an action's (or one target's) pending targets due now.
+    RunNow {
+        /// The action.
+        action_id: i64,
+        /// Only this target.
+        target_id: Option<i64>,
+        /// Bypass the cap (and stage order), with an audit row.
+        force: bool,
+        /// Who asked (for the audit row).
+        actor: String,
+    },
+    /// An instance asks for a slot for its target.
+    Claim {
+        /// The target.
+        target_id: i64,
+        /// The asking instance.
+        instance_id: String,
+    },
+    /// An instance reports that its pending target does not apply.
+    Skip {
+        /// The target.
+        target_id: i64,
+        /// Why.
+        reason: SkipReason,
+    },
+    /// An instance reports the outcome of its running target.
+    Outcome {
+        /// The target.
+        target_id: i64,
+        /// `Err` when it failed.
+        result: Result<(), TargetFailure>,
+    },
+    /// The instance's oldest pending target, if any (lost-message repair).
+    DueFor {
+        /// The instance.
+        instance_id: String,
+    },
+    /// A woken instance answered without claiming.
+    WakeDone {
+        /// The target.
+        target_id: i64,
+    },
+    /// The newest audit rows, newest first.
+    Audit {
+        /// How many.
+        limit: usize,
+    },
+    /// Activate (reaping runs orphaned by a restart) and do nothing else.
+    Ping,
+}
+
+/// How a claim ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimReply {
+    /// The slot is the caller's until `lease_expires_at`: run the side effect now.
+    Won {
+        /// Lease end.
+        lease_expires_at: UnixMillis,
+        /// The target.
+        ticket: TargetTicket,
+    },
+    /// Every slot is taken; the instance is woken when one frees.
+    Full,
+    /// Deferred by interactive pressure (or a previous deferral); try again at `until`.
+    Deferred {
+        /// When to try again.
+        until: UnixMillis,
+    },
+    /// Not due yet: at `Some(time)`, or (`None`) when its stage opens (the fleet wakes it).
+    NotYet(Option<UnixMillis>),
+    /// The target is no longer pending (cancelled, finished, or its action ended).
+    Gone(String),
+}
+
+/// Replies of the fleet.
+#[derive(Debug)]
+pub enum FleetReply {
+    /// An action.
+    Summary(ActionSummary),
+    /// An action with stages and targets.
+    Detail(ActionDetail),
+    /// A page of actions.
+    Actions(Vec<ActionSummary>),
+    /// One target.
+    Target(TargetView),
+    /// What a run-now did.
+    RanNow(RunNowOutcome),
+    /// A claim's outcome.
+    Claim(ClaimReply),
+    /// The instance's oldest pending target.
+    Due(Option<TargetTicket>),
+    /// Audit rows.
+    Audit(Vec<AuditEntry>),
+    /// Done.
+    Ack,
+}
 /// Parse an RFC 3339 time (`2026-05-01T12:00:00Z`, `2026-05-01T14:00:00.250+02:00`) into Unix
 /// milliseconds. Anything else is [`ActionError::InvalidArgument`] on `run_at`.
 pub fn parse_run_at(text: &str) -> Result<UnixMillis, ActionError> {
@@ -494,52 +769,4 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let doy = (153 * mp + 2) / 5 + day - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rfc3339_times_parse() {
-        assert_eq!(parse_run_at("1970-01-01T00:00:00Z"), Ok(0));
-        assert_eq!(
-            parse_run_at("2024-05-01T12:00:00.123Z"),
-            Ok(1_714_564_800_123)
-        );
-        assert_eq!(
-            parse_run_at("2024-05-01T14:00:00.123+02:00"),
-            Ok(1_714_564_800_123)
-        );
-        assert_eq!(parse_run_at("2000-02-29T00:00:00.5Z"), Ok(951_782_400_500));
-        assert_eq!(parse_run_at("1969-12-31T23:59:59.999Z"), Ok(-1));
-    }
-
-    #[test]
-    fn bad_times_are_invalid_run_at() {
-        for bad in [
-            "",
-            "tomorrow",
-            "2024-05-01",
-            "2024-05-01T12:00:00",
-            "2024-13-01T00:00:00Z",
-            "2023-02-29T00:00:00Z",
-            "2024-05-01T24:00:00Z",
-            "2024-05-01T12:00:00.Z",
-            "2024-05-01T12:00:00+2:00",
-            "2024-05-01T12:00:00Zjunk",
-            "２024-05-01T12:00:00Z",
-        ] {
-            assert!(
-                matches!(
-                    parse_run_at(bad),
-                    Err(ActionError::InvalidArgument {
-                        field: "run_at",
-                        ..
-                    })
-                ),
-                "{bad:?}"
-            );
-        }
-    }
 }

@@ -1,9 +1,14 @@
-//! The instance's data: statuses, the persisted record, what callers see, events, errors.
+//! What callers exchange with an instance: its requests and replies, what they see of it
+//! (statuses, the view, events), the event kinds it logs, and its [`InstanceError`].
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
 
+use super::state::Record;
 use crate::UnixMillis;
-use crate::provider::{MachineId, ProviderError, VolumeId};
+use crate::claw::fault::Fault;
+use crate::claw::fleet::api::{TargetNotice, TargetTicket};
+use crate::provider::{MachineId, MachineState, ProviderError, VolumeId};
 
 /// Lifecycle status of an instance (SPEC §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -170,64 +175,6 @@ impl OpKind {
     }
 }
 
-/// The operation in flight, as persisted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InFlight {
-    /// Increasing per instance; an outcome for another id is stale and ignored.
-    pub id: u64,
-    /// What it does.
-    pub kind: OpKind,
-    /// Which process started it: an activation in another process epoch means the task died
-    /// with that process and the operation is resolved at once.
-    pub epoch: u64,
-    /// When the lease runs out and the operation is given up.
-    pub lease_expires_at: UnixMillis,
-    /// Target image of a version change.
-    pub image: Option<String>,
-    /// Pin of a version change (`None`: unchanged).
-    pub pin: Option<bool>,
-    /// The status before the operation (a version change restarts only a running machine and
-    /// returns to it; a failed stop leaves the machine running).
-    pub prior: Status,
-}
-
-/// The instance's persisted state (one row).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
-    /// Instance id.
-    pub id: String,
-    /// `user:<id>` or `org:<id>`.
-    pub owner: String,
-    /// The sandbox id given to the machine (stable for the instance's life).
-    pub sandbox_id: String,
-    /// Image tag the machine runs (or will run).
-    pub image_tag: String,
-    /// Whether the image is pinned (fleet version changes skip pinned instances by default).
-    pub pinned: bool,
-    /// Machine at the provider, once created.
-    pub machine: Option<MachineId>,
-    /// Volume at the provider, once created.
-    pub volume: Option<VolumeId>,
-    /// Current status.
-    pub status: Status,
-    /// Why the status is what it is (failures, lease expiry); empty when nothing to say.
-    pub reason: String,
-    /// What the owner wants.
-    pub desired: Desired,
-    /// Creation time.
-    pub created_at: UnixMillis,
-    /// Last change.
-    pub updated_at: UnixMillis,
-    /// Last reconcile with the provider.
-    pub last_reconcile_at: Option<UnixMillis>,
-    /// Next reconcile.
-    pub next_reconcile_at: Option<UnixMillis>,
-    /// The operation in flight, if any.
-    pub op: Option<InFlight>,
-    /// Last operation id used.
-    pub last_op_id: u64,
-}
-
 /// What callers see of an instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceView {
@@ -262,7 +209,7 @@ pub struct InstanceView {
     /// The operation in flight.
     pub operation: Option<OpKind>,
     /// The upcoming scheduled admin action (the status banner), if any.
-    pub upcoming_action: Option<crate::fleet::TargetTicket>,
+    pub upcoming_action: Option<TargetTicket>,
 }
 
 impl From<&Record> for InstanceView {
@@ -297,7 +244,8 @@ pub struct InstanceEvent {
     pub seq: i64,
     /// When (clock time).
     pub at: UnixMillis,
-    /// Event name, e.g. `instance.status_changed`, `instance.machine_state_drift`.
+    /// Event name as stored: an [`EventKind`]'s string form, e.g. `instance.status_changed`
+    /// (a string so that a log written by a newer build still reads).
     pub kind: String,
     /// Status after the event.
     pub status: Status,
@@ -373,9 +321,36 @@ pub enum InstanceError {
     /// The runtime cannot take the call now (shutting down, or a call timed out); retry.
     #[error("unavailable: {0}")]
     Unavailable(String),
-    /// Storage or the runtime failed; the operation did not happen.
+    /// A rule of the protocol between objects was broken (e.g. a reply of the wrong shape).
     #[error("internal error: {0}")]
     Internal(String),
+    /// Storage or the runtime failed; the operation did not happen (or, for a storage failure
+    /// of a commit, was not acknowledged). The cause is kept for the logs.
+    #[error(transparent)]
+    Fault(#[from] Fault),
+}
+
+impl From<crate::Error> for InstanceError {
+    fn from(e: crate::Error) -> Self {
+        match e {
+            crate::Error::ShuttingDown | crate::Error::Timeout { .. } => {
+                InstanceError::Unavailable(e.to_string())
+            }
+            other => InstanceError::Fault(other.into()),
+        }
+    }
+}
+
+impl From<clawdo_storage::Error> for InstanceError {
+    fn from(e: clawdo_storage::Error) -> Self {
+        InstanceError::Fault(e.into())
+    }
+}
+
+impl From<clawdo_storage::rusqlite::Error> for InstanceError {
+    fn from(e: clawdo_storage::rusqlite::Error) -> Self {
+        InstanceError::Fault(e.into())
+    }
 }
 
 impl InstanceError {
@@ -395,6 +370,7 @@ impl InstanceError {
             InstanceError::IdempotencyKeyReused(_) => "IDEMPOTENCY_KEY_REUSED",
             InstanceError::Unavailable(_) => "UNAVAILABLE",
             InstanceError::Internal(_) => "INTERNAL",
+            InstanceError::Fault(fault) => fault.reason(),
         }
     }
 }
@@ -440,27 +416,249 @@ pub enum AdmissionState {
     Other,
 }
 
-/// The fresh provision that created an instance, kept beside its record (KV `provision`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProvisionTicket {
-    /// The registry's reservation id.
-    pub reservation: u64,
-    /// How the provision ended, as far as the instance knows.
-    pub outcome: TicketOutcome,
+/// Every kind of event an instance logs. The string forms are stable: they are stored in the
+/// instance's event table and sent to watchers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// A provision was accepted; its provider work starts.
+    ProvisionStarted,
+    /// A provision was fenced off before it reached the instance (a destroyed tombstone).
+    ProvisionAbandoned,
+    /// The provision's volume was created.
+    VolumeCreated,
+    /// The provision's machine was created.
+    MachineCreated,
+    /// The provision finished: the machine runs.
+    Provisioned,
+    /// A user asked to start the machine.
+    StartRequested,
+    /// A user asked to stop the machine.
+    StopRequested,
+    /// A user asked to restart the machine.
+    RestartRequested,
+    /// A user asked to change the image.
+    VersionChangeRequested,
+    /// A user (or the registry's cleanup) asked to destroy the instance.
+    DestroyRequested,
+    /// The machine was started.
+    Started,
+    /// The machine was restarted.
+    Restarted,
+    /// The machine was stopped.
+    Stopped,
+    /// The image changed.
+    VersionChanged,
+    /// Machine and volume are gone.
+    Destroyed,
+    /// An operation's provider call failed.
+    OperationFailed,
+    /// An operation's lease ran out before its outcome arrived.
+    OpLeaseExpired,
+    /// An operation's task died with the previous process.
+    OpInterrupted,
+    /// The status changed (detail: the new status).
+    StatusChanged,
+    /// The provider reports another machine state than the instance expects.
+    MachineStateDrift,
+    /// The machine stopped although the instance should run.
+    UnexpectedStopDetected,
+    /// The reconcile check could not ask the provider.
+    ReconcileFailed,
+    /// A scheduled admin action's target started on this instance.
+    ScheduledActionStarted,
 }
 
-/// How an instance's provision ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum TicketOutcome {
-    /// Still running.
-    Pending,
-    /// Succeeded.
-    Succeeded,
-    /// Failed or abandoned.
-    Failed {
-        /// Whether infrastructure may exist.
-        infra_may_exist: bool,
-        /// Why.
-        error: String,
+impl EventKind {
+    /// Every kind.
+    pub const ALL: [EventKind; 23] = [
+        EventKind::ProvisionStarted,
+        EventKind::ProvisionAbandoned,
+        EventKind::VolumeCreated,
+        EventKind::MachineCreated,
+        EventKind::Provisioned,
+        EventKind::StartRequested,
+        EventKind::StopRequested,
+        EventKind::RestartRequested,
+        EventKind::VersionChangeRequested,
+        EventKind::DestroyRequested,
+        EventKind::Started,
+        EventKind::Restarted,
+        EventKind::Stopped,
+        EventKind::VersionChanged,
+        EventKind::Destroyed,
+        EventKind::OperationFailed,
+        EventKind::OpLeaseExpired,
+        EventKind::OpInterrupted,
+        EventKind::StatusChanged,
+        EventKind::MachineStateDrift,
+        EventKind::UnexpectedStopDetected,
+        EventKind::ReconcileFailed,
+        EventKind::ScheduledActionStarted,
+    ];
+
+    /// The stable string form, as stored and sent.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::ProvisionStarted => "instance.provision_started",
+            EventKind::ProvisionAbandoned => "instance.provision_abandoned",
+            EventKind::VolumeCreated => "instance.volume_created",
+            EventKind::MachineCreated => "instance.machine_created",
+            EventKind::Provisioned => "instance.provisioned",
+            EventKind::StartRequested => "instance.start_requested",
+            EventKind::StopRequested => "instance.stop_requested",
+            EventKind::RestartRequested => "instance.restart_requested",
+            EventKind::VersionChangeRequested => "instance.version_change_requested",
+            EventKind::DestroyRequested => "instance.destroy_requested",
+            EventKind::Started => "instance.started",
+            EventKind::Restarted => "instance.restarted",
+            EventKind::Stopped => "instance.stopped",
+            EventKind::VersionChanged => "instance.version_changed",
+            EventKind::Destroyed => "instance.destroyed",
+            EventKind::OperationFailed => "instance.operation_failed",
+            EventKind::OpLeaseExpired => "instance.op_lease_expired",
+            EventKind::OpInterrupted => "instance.op_interrupted",
+            EventKind::StatusChanged => "instance.status_changed",
+            EventKind::MachineStateDrift => "instance.machine_state_drift",
+            EventKind::UnexpectedStopDetected => "instance.unexpected_stop_detected",
+            EventKind::ReconcileFailed => "instance.reconcile_failed",
+            EventKind::ScheduledActionStarted => "instance.scheduled_action_started",
+        }
+    }
+
+    /// Parse a stored name.
+    pub fn parse(s: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A user operation on an existing instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpRequest {
+    /// Start a stopped instance.
+    Start,
+    /// Stop a running instance.
+    Stop,
+    /// Restart a running instance.
+    Restart,
+    /// Move to another image; `pin` changes the pin when given.
+    ChangeVersion {
+        /// Target image tag.
+        image_tag: String,
+        /// New pin (`None`: unchanged).
+        pin: Option<bool>,
     },
+    /// Destroy machine and volume.
+    Destroy,
+}
+
+impl OpRequest {
+    /// The operation this request starts.
+    pub fn kind(&self) -> OpKind {
+        match self {
+            OpRequest::Start => OpKind::Start,
+            OpRequest::Stop => OpKind::Stop,
+            OpRequest::Restart => OpKind::Restart,
+            OpRequest::ChangeVersion { .. } => OpKind::ChangeVersion,
+            OpRequest::Destroy => OpKind::Destroy,
+        }
+    }
+}
+
+/// A fresh provision, as the registry admitted it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvisionRequest {
+    /// Owner key.
+    pub owner: String,
+    /// Image tag.
+    pub image_tag: String,
+    /// Pin the image.
+    pub pinned: bool,
+    /// The owner registry's reservation id (admitted and marked `provider_started`).
+    pub reservation: u64,
+}
+
+/// Requests an instance understands. Callers use [`super::InstanceHandle`].
+#[derive(Debug)]
+pub enum InstanceRequest {
+    /// Create the instance and provision its machine. Repeating it for the same reservation
+    /// answers the instance as it stands (`created: false`).
+    Provision(ProvisionRequest),
+    /// The registry asks where the provision of `reservation` stands. With `fence`, an
+    /// instance without a record writes a destroyed tombstone first, so a provision that
+    /// arrives later is refused.
+    Admission {
+        /// Reservation id.
+        reservation: u64,
+        /// The reservation's owner (for the tombstone).
+        owner: String,
+        /// Refuse the provision from now on if it has not arrived.
+        fence: bool,
+    },
+    /// Read it. With `owner_scope`, an instance of another owner is `NotFound`.
+    Get {
+        /// Only an instance of this owner is visible.
+        owner_scope: Option<String>,
+    },
+    /// Start, stop, restart, change version or destroy.
+    Op {
+        /// Which operation.
+        op: OpRequest,
+        /// Only an instance of this owner may be changed.
+        owner_scope: Option<String>,
+    },
+    /// Events after `after` (exclusive), oldest first.
+    Events {
+        /// Cursor.
+        after: i64,
+        /// Page size.
+        limit: usize,
+        /// Only an instance of this owner is visible.
+        owner_scope: Option<String>,
+    },
+    /// The current view and a subscription to every later event.
+    Watch {
+        /// Only an instance of this owner is visible.
+        owner_scope: Option<String>,
+    },
+    /// A provider task finished (sent by the instance's own task).
+    OpFinished(OpOutcome),
+    /// A provision task created infrastructure (recorded before the task goes on).
+    OpProgress(OpOutcome),
+    /// A reconcile check finished (sent by the instance's own task).
+    Reconciled(Result<MachineState, ProviderError>),
+    /// The fleet tells the instance about one of its targets.
+    Target(TargetNotice),
+    /// The fleet has a slot for this target: try it now (adopting it if the instance was not
+    /// told yet). Answered with [`InstanceReply::Woken`].
+    Wake(TargetTicket),
+}
+
+/// Replies of an instance.
+#[derive(Debug)]
+pub enum InstanceReply {
+    /// The instance after the request.
+    View(InstanceView),
+    /// The answer to `Provision`.
+    Provisioned {
+        /// The instance.
+        view: InstanceView,
+        /// Whether this request created it.
+        created: bool,
+    },
+    /// The answer to `Admission`.
+    Admission(AdmissionState),
+    /// A page of events.
+    Events(Vec<InstanceEvent>),
+    /// The current view and a live subscription.
+    Watch(InstanceView, broadcast::Receiver<InstanceEvent>),
+    /// Internal message applied.
+    Ack,
+    /// The answer to `Wake`: whether the instance asked the fleet (claimed or skipped).
+    Woken(bool),
 }

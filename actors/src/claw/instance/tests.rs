@@ -1,0 +1,1 @@
+//! Table tests of the instance's pure transitions. No runtime, no clock.
