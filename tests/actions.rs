@@ -9,9 +9,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is a failed test
 
-use std::future::Future;
+mod common;
+
 use std::num::NonZeroUsize;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clawdo::Runtime;
@@ -23,9 +23,10 @@ use clawdo::actors::fleet::{
 use clawdo::actors::instance::Status;
 use clawdo::actors::provider::sim::SimConfig;
 use clawdo::actors::provider::{LimiterConfig, Priority};
-use clawdo::instances::{Caller, ProvisionSpec};
+use clawdo::instances::Caller;
+use common::eventually;
+use common::runtime::{T0, hanging, provision_running, runtime_with, started_events};
 
-const T0: i64 = 1_800_000_000_000;
 const HOUR: i64 = 3_600_000;
 
 fn fleet(cap: usize) -> FleetConfig {
@@ -33,75 +34,6 @@ fn fleet(cap: usize) -> FleetConfig {
         max_concurrent: NonZeroUsize::new(cap).unwrap(),
         ..FleetConfig::default()
     }
-}
-
-async fn runtime_with(
-    dir: &std::path::Path,
-    clock: &ManualClock,
-    fleet: FleetConfig,
-    limits: LimiterConfig,
-) -> Runtime {
-    Runtime::builder()
-        .data_dir(dir)
-        .clock(Arc::new(clock.clone()))
-        .fleet_config(fleet)
-        .provider_limits(limits)
-        .build()
-        .await
-        .expect("runtime starts")
-}
-
-async fn runtime(dir: &std::path::Path, clock: &ManualClock, cap: usize) -> Runtime {
-    runtime_with(dir, clock, fleet(cap), LimiterConfig::default()).await
-}
-
-/// Poll `check` every 5 ms until it yields `Some`, for at most 20 s (real work only).
-async fn eventually<T, F: Future<Output = Option<T>>>(
-    what: &str,
-    mut check: impl FnMut() -> F,
-) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// Provision `n` running instances `<prefix>-<i>`.
-async fn provision(rt: &Runtime, prefix: &str, n: usize) -> Vec<String> {
-    let api = rt.instances();
-    let mut ids = Vec::new();
-    for i in 0..n {
-        let id = format!("{prefix}-{i}");
-        api.provision(
-            &Caller::Admin,
-            ProvisionSpec {
-                // One owner per instance: a user may hold one instance (admission limit).
-                owner: format!("user:{id}"),
-                image_tag: Some("claw:1".into()),
-                pinned: false,
-                instance_id: Some(id.clone()),
-                idempotency_key: None,
-            },
-        )
-        .await
-        .unwrap();
-        ids.push(id);
-    }
-    for id in &ids {
-        eventually("provisioned", || async {
-            let v = api.get(&Caller::Admin, id).await.unwrap();
-            (v.status == Status::Running).then_some(())
-        })
-        .await;
-    }
-    ids
 }
 
 fn restart(targets: &[String], run_at: Option<i64>) -> ScheduleSpec {
@@ -146,22 +78,12 @@ fn assert_consistent(d: &ActionDetail) {
     assert_eq!(c.running, n(TargetStatus::Running), "{d:#?}");
 }
 
-async fn started_events(rt: &Runtime, id: &str) -> usize {
-    rt.instances()
-        .events(&Caller::Admin, id, 0, 500)
-        .await
-        .unwrap()
-        .iter()
-        .filter(|e| e.kind == "instance.scheduled_action_started")
-        .count()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn targets_start_exactly_at_run_at_not_at_a_reconcile_tick() {
     let tmp = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
-    let rt = runtime(tmp.path(), &clock, 2).await;
-    let ids = provision(&rt, "exact", 3).await;
+    let rt = runtime_with(tmp.path(), &clock, |b| b.fleet_config(fleet(2))).await;
+    let ids = provision_running(&rt, "exact", 3).await;
     // Not on a reconcile boundary (reconcile runs every 5 min).
     let run_at = T0 + HOUR + 123_457;
     let action = rt
@@ -217,8 +139,8 @@ async fn the_cap_is_never_exceeded_under_errors_hangs_and_latency() {
     let tmp = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     let cap = 2;
-    let rt = runtime(tmp.path(), &clock, cap).await;
-    let ids = provision(&rt, "cap", 12).await;
+    let rt = runtime_with(tmp.path(), &clock, |b| b.fleet_config(fleet(cap))).await;
+    let ids = provision_running(&rt, "cap", 12).await;
     let sim = rt.sim().unwrap().clone();
     sim.reset_peak();
     sim.set_config(SimConfig {
@@ -275,15 +197,11 @@ async fn the_cap_is_never_exceeded_under_errors_hangs_and_latency() {
 async fn an_expired_lease_frees_the_slot_of_a_hung_call_and_the_next_target_runs() {
     let tmp = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
-    let rt = runtime(tmp.path(), &clock, 1).await;
-    let ids = provision(&rt, "hung", 2).await;
+    let rt = runtime_with(tmp.path(), &clock, |b| b.fleet_config(fleet(1))).await;
+    let ids = provision_running(&rt, "hung", 2).await;
     let sim = rt.sim().unwrap().clone();
     let restarts_before = sim.calls().restart_machine;
-    sim.set_config(SimConfig {
-        hang_rate: 1.0,
-        ..SimConfig::default()
-    })
-    .unwrap();
+    sim.set_config(hanging()).unwrap();
     let mut spec = restart(&ids, None);
     spec.lease = Some(Duration::from_secs(120));
     let action = rt.actions().schedule("admin", spec).await.unwrap();
@@ -317,8 +235,8 @@ async fn an_expired_lease_frees_the_slot_of_a_hung_call_and_the_next_target_runs
 async fn racing_claim_cancel_and_complete_on_one_target_end_consistent() {
     let tmp = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
-    let rt = runtime(tmp.path(), &clock, 4).await;
-    let ids = provision(&rt, "race", 1).await;
+    let rt = runtime_with(tmp.path(), &clock, |b| b.fleet_config(fleet(4))).await;
+    let ids = provision_running(&rt, "race", 1).await;
     let id = ids[0].clone();
     let host = rt.host().clone();
     let api = rt.actions();
@@ -399,8 +317,8 @@ async fn racing_claim_cancel_and_complete_on_one_target_end_consistent() {
 async fn cancel_an_action_or_one_target_and_the_banner_goes() {
     let tmp = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
-    let rt = runtime(tmp.path(), &clock, 2).await;
-    let ids = provision(&rt, "cancel", 3).await;
+    let rt = runtime_with(tmp.path(), &clock, |b| b.fleet_config(fleet(2))).await;
+    let ids = provision_running(&rt, "cancel", 3).await;
     let actions = rt.actions();
     let action = actions
         .schedule("admin", restart(&ids, Some(T0 + HOUR)))
@@ -475,8 +393,8 @@ async fn cancel_an_action_or_one_target_and_the_banner_goes() {
 async fn stages_run_in_order_and_version_changes_skip_pinned_instances() {
     let tmp = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
-    let rt = runtime(tmp.path(), &clock, 4).await;
-    let ids = provision(&rt, "stage", 4).await;
+    let rt = runtime_with(tmp.path(), &clock, |b| b.fleet_config(fleet(4))).await;
+    let ids = provision_running(&rt, "stage", 4).await;
     rt.instances()
         .change_version(&Caller::Admin, &ids[3], "claw:1", Some(true))
         .await
@@ -538,15 +456,11 @@ async fn stages_run_in_order_and_version_changes_skip_pinned_instances() {
 async fn run_now_honours_the_cap_and_force_bypasses_it_with_an_audit_row() {
     let tmp = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
-    let rt = runtime(tmp.path(), &clock, 1).await;
-    let ids = provision(&rt, "now", 2).await;
+    let rt = runtime_with(tmp.path(), &clock, |b| b.fleet_config(fleet(1))).await;
+    let ids = provision_running(&rt, "now", 2).await;
     let sim = rt.sim().unwrap().clone();
     let before = sim.calls().restart_machine;
-    sim.set_config(SimConfig {
-        hang_rate: 1.0,
-        ..SimConfig::default()
-    })
-    .unwrap();
+    sim.set_config(hanging()).unwrap();
     let busy = rt
         .actions()
         .schedule("admin", restart(&ids[..1], None))
@@ -608,8 +522,11 @@ async fn interactive_pressure_defers_claims_but_never_past_the_bound() {
         max_in_flight: NonZeroUsize::MIN,
         rate_per_sec: None,
     };
-    let rt = runtime_with(tmp.path(), &clock, fleet(2), limits).await;
-    let ids = provision(&rt, "pressure", 1).await;
+    let rt = runtime_with(tmp.path(), &clock, |b| {
+        b.fleet_config(fleet(2)).provider_limits(limits)
+    })
+    .await;
+    let ids = provision_running(&rt, "pressure", 1).await;
     let limiter = rt.provider().limiter().clone();
     // Saturate the limiter and queue an interactive caller behind it.
     let held = limiter.acquire(Priority::Interactive).await;
@@ -667,8 +584,11 @@ async fn interactive_calls_during_a_bulk_action_are_served_first() {
         max_in_flight: NonZeroUsize::new(2).unwrap(),
         rate_per_sec: None,
     };
-    let rt = runtime_with(tmp.path(), &clock, fleet(4), limits).await;
-    let ids = provision(&rt, "bulk", 10).await;
+    let rt = runtime_with(tmp.path(), &clock, |b| {
+        b.fleet_config(fleet(4)).provider_limits(limits)
+    })
+    .await;
+    let ids = provision_running(&rt, "bulk", 10).await;
     let sim = rt.sim().unwrap().clone();
     sim.set_config(SimConfig {
         latency_ms: 40,
@@ -731,8 +651,8 @@ async fn interactive_calls_during_a_bulk_action_are_served_first() {
 async fn bad_input_gets_typed_errors_and_writes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
-    let rt = runtime(tmp.path(), &clock, 2).await;
-    let ids = provision(&rt, "bad", 2).await;
+    let rt = runtime_with(tmp.path(), &clock, |b| b.fleet_config(fleet(2))).await;
+    let ids = provision_running(&rt, "bad", 2).await;
     let actions = rt.actions();
     fn invalid<T: std::fmt::Debug>(r: Result<T, ActionError>, field: &str) {
         match r {
@@ -834,15 +754,11 @@ async fn bad_input_gets_typed_errors_and_writes_nothing() {
 async fn a_busy_instance_applies_its_target_when_its_own_operation_ends() {
     let tmp = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
-    let rt = runtime(tmp.path(), &clock, 1).await;
-    let ids = provision(&rt, "busy", 1).await;
+    let rt = runtime_with(tmp.path(), &clock, |b| b.fleet_config(fleet(1))).await;
+    let ids = provision_running(&rt, "busy", 1).await;
     let sim = rt.sim().unwrap().clone();
     let before = sim.calls().restart_machine;
-    sim.set_config(SimConfig {
-        hang_rate: 1.0,
-        ..SimConfig::default()
-    })
-    .unwrap();
+    sim.set_config(hanging()).unwrap();
     // The user's own restart hangs: the instance is busy until its operation lease ends.
     rt.instances()
         .restart(&Caller::Admin, &ids[0])

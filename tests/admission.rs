@@ -5,7 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is a failed test
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
 use clawdo::Runtime;
@@ -16,55 +17,10 @@ use clawdo::actors::registry::{
     BeginOutcome, BeginRequest, Completion, Registry, RegistryConfig, RegistryReply,
     RegistryRequest, ReservationStatus,
 };
-use clawdo::instances::{Caller, ProvisionSpec, Provisioned};
-
-const T0: i64 = 1_800_000_000_000;
-
-async fn runtime(dir: &std::path::Path, clock: &ManualClock, registry: RegistryConfig) -> Runtime {
-    Runtime::builder()
-        .data_dir(dir)
-        .clock(Arc::new(clock.clone()))
-        .registry_config(registry)
-        .build()
-        .await
-        .expect("runtime starts")
-}
-
-fn spec(owner: &str, key: &str) -> ProvisionSpec {
-    ProvisionSpec {
-        owner: owner.into(),
-        idempotency_key: Some(key.into()),
-        ..ProvisionSpec::default()
-    }
-}
-
-fn set_sim(runtime: &Runtime, config: SimConfig) {
-    runtime
-        .sim()
-        .expect("sim provider")
-        .set_config(config)
-        .unwrap();
-}
-
-/// Wait (bounded) until the instance shows `status`, following its watch stream.
-async fn wait_for(runtime: &Runtime, id: &str, status: Status) {
-    let instances = runtime.instances();
-    let (view, mut events) = instances.watch(&Caller::Admin, id).await.unwrap();
-    if view.status == status {
-        return;
-    }
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match events.recv().await {
-                Ok(event) if event.status == status => return,
-                Ok(_) => {}
-                Err(e) => panic!("watch of {id} ended: {e}"),
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{id} never became {}", status.as_str()));
-}
+use clawdo::instances::{Caller, Provisioned};
+use common::runtime::{
+    T0, failing, hanging, live_machines, runtime, runtime_with, set_sim, spec_with_key, wait_for,
+};
 
 /// Wait (bounded) until `owner`'s reservation `id` has `status` (the instance reports to its
 /// registry from a task, so the report may trail the instance's own status by a moment).
@@ -82,32 +38,14 @@ async fn wait_reservation(runtime: &Runtime, owner: &str, id: u64, status: Reser
     .unwrap_or_else(|_| panic!("reservation {owner}/{id} never became {status:?}"));
 }
 
-/// Machines at the provider that are not destroyed and belong to `owner`.
-fn live_machines(runtime: &Runtime, owner: &str) -> usize {
-    runtime
-        .sim()
-        .unwrap()
-        .live_machines()
-        .unwrap()
-        .iter()
-        .filter(|m| m.metadata.get("owner").map(String::as_str) == Some(owner))
-        .count()
-}
-
 /// Provision for `owner` under key `first` against a provider that never answers, and let the
 /// operation's lease expire: the reservation fails closed. Returns the instance id; the sim is
 /// left hanging.
 async fn fail_closed(rt: &Runtime, clock: &ManualClock, owner: &str) -> String {
-    set_sim(
-        rt,
-        SimConfig {
-            hang_rate: 1.0,
-            ..SimConfig::default()
-        },
-    );
+    set_sim(rt, hanging());
     let hung = rt
         .instances()
-        .provision(&Caller::Admin, spec(owner, "first"))
+        .provision(&Caller::Admin, spec_with_key(owner, "first"))
         .await
         .unwrap();
     clock.advance(Duration::from_secs(600)); // the operation's lease
@@ -140,7 +78,7 @@ async fn race(
     let api = rt.instances();
     let calls = (0..64).map(|i| {
         let api = api.clone();
-        let spec = spec(owner, &key(i));
+        let spec = spec_with_key(owner, &key(i));
         tokio::spawn(async move { api.provision(&Caller::Admin, spec).await })
     });
     futures::future::join_all(calls)
@@ -165,7 +103,7 @@ async fn registry(runtime: &Runtime, owner: &str, request: RegistryRequest) -> R
 async fn sixty_four_racing_provisions_with_distinct_keys_make_one_machine() {
     let tmp = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
-    let rt = runtime(tmp.path(), &clock, RegistryConfig::default()).await;
+    let rt = runtime(tmp.path(), &clock).await;
     let api = rt.instances();
     let results = race(&rt, "user:race", |i| format!("k-{i}")).await;
     let winners: Vec<&Provisioned> = results
@@ -205,10 +143,10 @@ async fn sixty_four_racing_provisions_with_distinct_keys_make_one_machine() {
     wait_for(&rt, &winner, Status::Running).await;
     wait_reservation(&rt, "user:race", 1, ReservationStatus::Completed).await;
     assert_eq!(rt.sim().unwrap().machines_created(), 1);
-    assert_eq!(live_machines(&rt, "user:race"), 1);
+    assert_eq!(live_machines(&rt, "user:race").len(), 1);
     // Afterwards every new key gets the existing instance, and still no machine is made.
     let later = api
-        .provision(&Caller::Admin, spec("user:race", "k-later"))
+        .provision(&Caller::Admin, spec_with_key("user:race", "k-later"))
         .await
         .unwrap();
     assert_eq!((later.instance.id, later.created), (winner, false));
@@ -220,7 +158,7 @@ async fn sixty_four_racing_provisions_with_distinct_keys_make_one_machine() {
 async fn sixty_four_retries_with_one_key_all_get_the_same_instance() {
     let tmp = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
-    let rt = runtime(tmp.path(), &clock, RegistryConfig::default()).await;
+    let rt = runtime(tmp.path(), &clock).await;
     let api = rt.instances();
     let results: Vec<Provisioned> = race(&rt, "user:same", |_| "the-key".into())
         .await
@@ -239,14 +177,14 @@ async fn sixty_four_retries_with_one_key_all_get_the_same_instance() {
     assert_eq!(rt.sim().unwrap().machines_created(), 1);
 
     // The same key with a different request is refused, and changes nothing.
-    let mut other = spec("user:same", "the-key");
+    let mut other = spec_with_key("user:same", "the-key");
     other.image_tag = Some("claw:2".into());
     assert_eq!(
         api.provision(&Caller::Admin, other).await,
         Err(InstanceError::IdempotencyKeyReused("the-key".into()))
     );
     let again = api
-        .provision(&Caller::Admin, spec("user:same", "the-key"))
+        .provision(&Caller::Admin, spec_with_key("user:same", "the-key"))
         .await
         .unwrap();
     assert_eq!((again.instance.id, again.created), (id, false));
@@ -261,25 +199,28 @@ async fn org_owners_have_their_own_limit_and_clean_up_only_their_key() {
         org_instance_limit: 2,
         ..RegistryConfig::default()
     };
-    let rt = runtime(tmp.path(), &clock, config).await;
+    let rt = runtime_with(tmp.path(), &clock, |b| b.registry_config(config)).await;
     let api = rt.instances();
     let admin = Caller::Admin;
 
     let user = api
-        .provision(&admin, spec("user:acme", "u-1"))
+        .provision(&admin, spec_with_key("user:acme", "u-1"))
         .await
         .unwrap();
     wait_for(&rt, &user.instance.id, Status::Running).await;
     let mut org = Vec::new();
     for key in ["o-1", "o-2"] {
-        let p = api.provision(&admin, spec("org:acme", key)).await.unwrap();
+        let p = api
+            .provision(&admin, spec_with_key("org:acme", key))
+            .await
+            .unwrap();
         assert!(p.created);
         wait_for(&rt, &p.instance.id, Status::Running).await;
         org.push(p.instance.id);
     }
     // At the limit: the oldest instance comes back and nothing is made.
     let full = api
-        .provision(&admin, spec("org:acme", "o-3"))
+        .provision(&admin, spec_with_key("org:acme", "o-3"))
         .await
         .unwrap();
     assert_eq!(
@@ -292,7 +233,7 @@ async fn org_owners_have_their_own_limit_and_clean_up_only_their_key() {
     api.destroy(&admin, &org[0]).await.unwrap();
     wait_for(&rt, &org[0], Status::Destroyed).await;
     let next = api
-        .provision(&admin, spec("org:acme", "o-4"))
+        .provision(&admin, spec_with_key("org:acme", "o-4"))
         .await
         .unwrap();
     assert!(next.created);
@@ -312,17 +253,11 @@ async fn org_owners_have_their_own_limit_and_clean_up_only_their_key() {
 async fn a_failure_before_infrastructure_is_released_and_retryable_at_once() {
     let tmp = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
-    let rt = runtime(tmp.path(), &clock, RegistryConfig::default()).await;
+    let rt = runtime(tmp.path(), &clock).await;
     let api = rt.instances();
-    set_sim(
-        &rt,
-        SimConfig {
-            failure_rate: 1.0,
-            ..SimConfig::default()
-        },
-    );
+    set_sim(&rt, failing());
     let failed = api
-        .provision(&Caller::Admin, spec("user:f", "first"))
+        .provision(&Caller::Admin, spec_with_key("user:f", "first"))
         .await
         .unwrap();
     wait_for(&rt, &failed.instance.id, Status::Destroyed).await;
@@ -336,7 +271,10 @@ async fn a_failure_before_infrastructure_is_released_and_retryable_at_once() {
         "{reservation:?}"
     );
     // The same key answers its outcome; a new key provisions at once.
-    match api.provision(&Caller::Admin, spec("user:f", "first")).await {
+    match api
+        .provision(&Caller::Admin, spec_with_key("user:f", "first"))
+        .await
+    {
         Err(InstanceError::ProvisionReleased { instance_id, .. }) => {
             assert_eq!(instance_id, failed.instance.id);
         }
@@ -344,7 +282,7 @@ async fn a_failure_before_infrastructure_is_released_and_retryable_at_once() {
     }
     set_sim(&rt, SimConfig::default());
     let retry = api
-        .provision(&Caller::Admin, spec("user:f", "second"))
+        .provision(&Caller::Admin, spec_with_key("user:f", "second"))
         .await
         .unwrap();
     assert!(retry.created);
@@ -357,14 +295,14 @@ async fn a_failure_before_infrastructure_is_released_and_retryable_at_once() {
 async fn a_failure_after_infrastructure_may_exist_fails_closed_until_the_alarm_cleans_up() {
     let tmp = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
-    let rt = runtime(tmp.path(), &clock, RegistryConfig::default()).await;
+    let rt = runtime(tmp.path(), &clock).await;
     let api = rt.instances();
     // The provider never answers: whatever it did is unknown.
     let id = fail_closed(&rt, &clock, "user:h").await;
 
     // Fail closed: the owner cannot start another provision yet; the same key answers.
     match api
-        .provision(&Caller::Admin, spec("user:h", "second"))
+        .provision(&Caller::Admin, spec_with_key("user:h", "second"))
         .await
     {
         Err(InstanceError::ProvisionCompletionPending { instance_id, .. }) => {
@@ -373,7 +311,7 @@ async fn a_failure_after_infrastructure_may_exist_fails_closed_until_the_alarm_c
         other => panic!("expected ProvisionCompletionPending, got {other:?}"),
     }
     let same = api
-        .provision(&Caller::Admin, spec("user:h", "first"))
+        .provision(&Caller::Admin, spec_with_key("user:h", "first"))
         .await
         .unwrap();
     assert_eq!(
@@ -396,12 +334,12 @@ async fn a_failure_after_infrastructure_may_exist_fails_closed_until_the_alarm_c
     wait_for(&rt, &id, Status::Destroyed).await;
     wait_reservation(&rt, "user:h", 1, ReservationStatus::Released).await;
     let next = api
-        .provision(&Caller::Admin, spec("user:h", "second"))
+        .provision(&Caller::Admin, spec_with_key("user:h", "second"))
         .await
         .unwrap();
     assert!(next.created);
     wait_for(&rt, &next.instance.id, Status::Running).await;
-    assert_eq!(live_machines(&rt, "user:h"), 1);
+    assert_eq!(live_machines(&rt, "user:h").len(), 1);
     rt.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
@@ -409,7 +347,7 @@ async fn a_failure_after_infrastructure_may_exist_fails_closed_until_the_alarm_c
 async fn a_stale_admission_is_fenced_and_released_by_the_alarm() {
     let tmp = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
-    let rt = runtime(tmp.path(), &clock, RegistryConfig::default()).await;
+    let rt = runtime(tmp.path(), &clock).await;
     let api = rt.instances();
     // A caller admitted and then vanished (its process died before telling the instance).
     let begun = registry(
@@ -427,7 +365,8 @@ async fn a_stale_admission_is_fenced_and_released_by_the_alarm() {
         RegistryReply::Begun(BeginOutcome::Admitted(_))
     ));
     assert!(matches!(
-        api.provision(&Caller::Admin, spec("user:s", "other")).await,
+        api.provision(&Caller::Admin, spec_with_key("user:s", "other"))
+            .await,
         Err(InstanceError::ProvisionInProgress { .. })
     ));
 
@@ -436,7 +375,10 @@ async fn a_stale_admission_is_fenced_and_released_by_the_alarm() {
     let released = api.reservation("user:s", 1).await.unwrap();
     assert_eq!(released.status, ReservationStatus::Released);
     // The instance was fenced: the vanished caller's retry cannot create it any more.
-    match api.provision(&Caller::Admin, spec("user:s", "lost")).await {
+    match api
+        .provision(&Caller::Admin, spec_with_key("user:s", "lost"))
+        .await
+    {
         Err(InstanceError::ProvisionReleased { instance_id, .. }) => {
             assert_eq!(instance_id, "inst-lost");
         }
@@ -447,7 +389,7 @@ async fn a_stale_admission_is_fenced_and_released_by_the_alarm() {
         Status::Destroyed
     );
     let next = api
-        .provision(&Caller::Admin, spec("user:s", "other"))
+        .provision(&Caller::Admin, spec_with_key("user:s", "other"))
         .await
         .unwrap();
     assert!(next.created);
@@ -464,7 +406,7 @@ async fn a_stale_admission_is_fenced_and_released_by_the_alarm() {
 async fn a_late_completion_after_destroy_is_rejected_and_revives_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
-    let rt = runtime(tmp.path(), &clock, RegistryConfig::default()).await;
+    let rt = runtime(tmp.path(), &clock).await;
     let api = rt.instances();
     // A provision fails closed (hung provider, lease expired), then the owner destroys it.
     let id = fail_closed(&rt, &clock, "user:d").await;
@@ -497,7 +439,7 @@ async fn a_late_completion_after_destroy_is_rejected_and_revives_nothing() {
 
     // A completed provision whose instance is destroyed: a repeated completion is a no-op.
     let ok = api
-        .provision(&Caller::Admin, spec("user:d", "second"))
+        .provision(&Caller::Admin, spec_with_key("user:d", "second"))
         .await
         .unwrap();
     wait_for(&rt, &ok.instance.id, Status::Running).await;
@@ -551,7 +493,7 @@ async fn a_late_completion_after_destroy_is_rejected_and_revives_nothing() {
     assert_eq!(routes().await, RegistryReply::Routes(Vec::new()));
     // And the owner is free to provision again.
     assert!(
-        api.provision(&Caller::Admin, spec("user:d", "third"))
+        api.provision(&Caller::Admin, spec_with_key("user:d", "third"))
             .await
             .unwrap()
             .created
@@ -563,17 +505,20 @@ async fn a_late_completion_after_destroy_is_rejected_and_revives_nothing() {
 async fn bad_provision_input_is_refused_and_writes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
-    let rt = runtime(tmp.path(), &clock, RegistryConfig::default()).await;
+    let rt = runtime(tmp.path(), &clock).await;
     let api = rt.instances();
     for key in ["", "has space", "slash/key", &"k".repeat(129)] {
-        match api.provision(&Caller::Admin, spec("user:bad", key)).await {
+        match api
+            .provision(&Caller::Admin, spec_with_key("user:bad", key))
+            .await
+        {
             Err(InstanceError::InvalidArgument { field, .. }) => {
                 assert_eq!(field, "idempotency_key");
             }
             other => panic!("{key:?}: expected InvalidArgument, got {other:?}"),
         }
     }
-    let mut bad_tag = spec("user:bad", "k");
+    let mut bad_tag = spec_with_key("user:bad", "k");
     bad_tag.image_tag = Some("no spaces".into());
     assert!(matches!(
         api.provision(&Caller::Admin, bad_tag).await,

@@ -10,8 +10,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is a failed test
 
+mod common;
+
 use std::os::unix::process::ExitStatusExt as _;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clawdo::Runtime;
@@ -20,6 +21,8 @@ use clawdo::actors::instance::{InstanceError, Status};
 use clawdo::actors::registry::ReservationStatus;
 use clawdo::actors::{Clock as _, ManualClock, SystemClock};
 use clawdo::instances::{Caller, ProvisionSpec, Provisioned};
+use common::cli::clawdo_command;
+use common::runtime::{builder, live_machines, spec_with_key};
 
 const OWNER: &str = "user:crash";
 /// Bound on the child's run and on every single call after the restart.
@@ -27,19 +30,16 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Rounds of "advance the clock, deliver due alarms" before the owner must be unblocked.
 const ROUNDS: usize = 8;
 
+/// A provision for [`OWNER`] under the idempotency key `key`.
 fn spec(key: &str) -> ProvisionSpec {
-    ProvisionSpec {
-        owner: OWNER.into(),
-        idempotency_key: Some(key.into()),
-        ..ProvisionSpec::default()
-    }
+    spec_with_key(OWNER, key)
 }
 
 /// Run the child until it kills itself at `point`.
 async fn provision_and_die_at(dir: &std::path::Path, point: &str) {
     let output = tokio::time::timeout(
         CALL_TIMEOUT,
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_clawdo"))
+        clawdo_command()
             .args(["demo-provision", "--data-dir"])
             .arg(dir)
             .args([
@@ -51,7 +51,6 @@ async fn provision_and_die_at(dir: &std::path::Path, point: &str) {
                 point,
             ])
             .env("RUST_LOG", "warn")
-            .kill_on_drop(true)
             .output(),
     )
     .await
@@ -106,9 +105,7 @@ async fn crash_then_recover(point: &'static str) {
     provision_and_die_at(tmp.path(), point).await;
 
     let clock = ManualClock::new(SystemClock.now());
-    let runtime = Runtime::builder()
-        .data_dir(tmp.path())
-        .clock(Arc::new(clock.clone()))
+    let runtime = builder(tmp.path(), &clock)
         .build()
         .await
         .expect("the runtime reopens the crashed data directory");
@@ -170,14 +167,7 @@ async fn crash_then_recover(point: &'static str) {
         "{point}: {reservation:?}"
     );
     // One machine for the owner, whatever happened.
-    let machines: Vec<_> = runtime
-        .sim()
-        .unwrap()
-        .live_machines()
-        .unwrap()
-        .into_iter()
-        .filter(|m| m.metadata.get("owner").map(String::as_str) == Some(OWNER))
-        .collect();
+    let machines = live_machines(&runtime, OWNER);
     assert_eq!(machines.len(), 1, "{point}: {machines:?}");
     runtime.shutdown(Duration::from_secs(5)).await.unwrap();
 }

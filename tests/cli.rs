@@ -5,32 +5,13 @@
 mod common;
 
 use std::process::{Output, Stdio};
-use std::time::Duration;
 
-use clawdo::actors::provider::sim::SimConfig;
-use clawdo::client;
 use clawdo::grpc::pb;
-use common::{start_server, start_server_with, token};
-
-/// Longest a single CLI invocation may take.
-const RUN_TIMEOUT: Duration = Duration::from_secs(20);
+use common::cli::{RUN_TIMEOUT, clawdo, clawdo_command};
+use common::grpc::{start_server, start_server_with, token, wait_status_within};
+use common::runtime::{hanging, set_sim};
 
 const ADMIN: &str = "cli-admin-token-0123456789";
-
-/// `clawdo <args>` with a clean environment plus `env`, run to completion.
-async fn clawdo(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_clawdo"));
-    command
-        .args(args)
-        .env_clear()
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    tokio::time::timeout(RUN_TIMEOUT, command.output())
-        .await
-        .expect("clawdo finishes in time")
-        .expect("clawdo runs")
-}
 
 /// `clawdo instance <args> --server <url>`.
 async fn instance(url: &str, args: &[&str]) -> Output {
@@ -176,18 +157,7 @@ async fn instance_commands_drive_a_server() {
 
     // Wait (through Watch) for the restart to finish, then destroy.
     let mut grpc = server.instances(None).await;
-    tokio::time::timeout(
-        RUN_TIMEOUT,
-        client::wait_until(
-            &mut grpc,
-            "cli-1",
-            |i| i.status() == pb::InstanceStatus::Running,
-            |_| Ok(()),
-        ),
-    )
-    .await
-    .expect("restarted in time")
-    .expect("watch");
+    wait_status_within(RUN_TIMEOUT, &mut grpc, "cli-1", pb::InstanceStatus::Running).await;
 
     let destroyed = instance(&url, &["destroy", "cli-1"]).await;
     assert_success(&destroyed);
@@ -228,13 +198,11 @@ async fn watch_prints_each_event_until_the_instance_is_destroyed() {
         .await,
     );
 
-    let mut watcher = tokio::process::Command::new(env!("CARGO_BIN_EXE_clawdo"))
+    let mut watcher = clawdo_command()
         .args(["instance", "watch", "w-1", "--server", &url])
         .env_clear()
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .expect("spawn clawdo instance watch");
     // The watch's first line (the snapshot) proves it is subscribed before the destroy.
@@ -316,13 +284,7 @@ async fn errors_print_their_reason_and_exit_1_and_usage_errors_exit_2() {
     assert_success(&provisioned);
 
     // A hanging provider keeps the restart in flight: the second mutation is refused.
-    server
-        .sim()
-        .set_config(SimConfig {
-            hang_rate: 1.0,
-            ..SimConfig::default()
-        })
-        .expect("a valid sim config");
+    set_sim(&server.runtime, hanging());
     let with_token = |args: &[&str]| {
         let mut all = vec!["instance"];
         all.extend_from_slice(args);

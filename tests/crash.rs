@@ -9,15 +9,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is a failed test
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
-use clawdo::Runtime;
 use clawdo::actors::ManualClock;
 use clawdo::actors::demo::{Counter, CounterReply, CounterRequest};
+use common::runtime::builder;
 
 /// Far in the future, so the child never fires it; the checker's manual clock passes it.
 const ALARM_AT: i64 = 4_000_000_000_000;
@@ -82,9 +83,7 @@ fn load_then_kill(
 
 async fn check(dir: &std::path::Path, acked: &HashMap<String, i64>) {
     let clock = ManualClock::new(ALARM_AT - 1);
-    let runtime = Runtime::builder()
-        .data_dir(dir)
-        .clock(Arc::new(clock.clone()))
+    let runtime = builder(dir, &clock)
         .build()
         .await
         .expect("restart on the same data dir");

@@ -7,60 +7,24 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::process::Stdio;
 use std::time::Duration;
 
 use clawdo::actors::provider::sim::SimConfig;
+use clawdo::client;
 use clawdo::client::actions::{self as ac, ActionClient};
-use clawdo::client::{self, InstanceClient};
 use clawdo::grpc::pb;
-use clawdo::instances::Caller;
-use common::{start_server_with, token};
+use common::cli::{clawdo_command, clawdo_within};
+use common::grpc::{provision_running, reason, start_server_with, token};
+use common::runtime::{hanging, started_events};
+use common::{END_TO_END, eventually_with, free_port};
 use tonic::Code;
 use tonic_types::StatusExt as _;
 
 const ADMIN: &str = "actions-admin-token-0123456789";
 const OWNER: &str = "actions-owner-token-0123456789";
-
-/// Poll `check` every 10 ms until it yields `Some`, for at most 30 s (real work only).
-async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
-    what: &str,
-    mut check: impl FnMut() -> F,
-) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-async fn provision(instances: &mut InstanceClient, ids: &[String]) {
-    for id in ids {
-        instances
-            .provision(pb::ProvisionRequest {
-                // One owner per instance: a user may hold one instance (admission limit).
-                owner: format!("user:{id}"),
-                image_tag: Some("claw:1".into()),
-                pinned: false,
-                instance_id: Some(id.clone()),
-                idempotency_key: None,
-            })
-            .await
-            .unwrap();
-    }
-    for id in ids {
-        client::wait_running(instances, id, |_| Ok(()))
-            .await
-            .unwrap();
-    }
-}
+/// Longest a single `clawdo action …` invocation may take.
+const CLI_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn restart(ids: &[String]) -> pb::ScheduleActionRequest {
     pb::ScheduleActionRequest {
@@ -70,12 +34,7 @@ fn restart(ids: &[String]) -> pb::ScheduleActionRequest {
     }
 }
 
-fn reason(status: &tonic::Status) -> (Code, String, HashMap<String, String>) {
-    let info = status.get_details_error_info().expect("an ErrorInfo");
-    (status.code(), info.reason, info.metadata)
-}
-
-async fn actions(server: &common::TestServer) -> ActionClient {
+async fn actions(server: &common::grpc::TestServer) -> ActionClient {
     ac::action_client(server.channel().await, Some(ADMIN)).unwrap()
 }
 
@@ -87,8 +46,7 @@ async fn the_action_service_schedules_reports_and_refuses_with_reasons() {
     })
     .await;
     let mut instances = server.instances(Some(ADMIN)).await;
-    let ids: Vec<String> = (0..4).map(|i| format!("g-{i}")).collect();
-    provision(&mut instances, &ids).await;
+    let ids = provision_running(&mut instances, "g", 4).await;
     let mut client = actions(&server).await;
 
     // Admin only.
@@ -155,17 +113,13 @@ async fn the_action_service_schedules_reports_and_refuses_with_reasons() {
     // A long-running action holds the only slot (the sim hangs its call).
     let sim = server.sim().clone();
     let restarts = sim.calls().restart_machine;
-    sim.set_config(SimConfig {
-        hang_rate: 1.0,
-        ..SimConfig::default()
-    })
-    .unwrap();
+    sim.set_config(hanging()).unwrap();
     let busy = client
         .schedule(restart(&ids[..1]))
         .await
         .unwrap()
         .into_inner();
-    eventually("the hung call", || async {
+    eventually_with(END_TO_END, "the hung call", || async {
         (sim.calls().restart_machine > restarts).then_some(())
     })
     .await;
@@ -182,7 +136,7 @@ async fn the_action_service_schedules_reports_and_refuses_with_reasons() {
     assert_eq!(meta.get("instance_id").map(String::as_str), Some("g-1"));
 
     // The instance shows its upcoming action.
-    let banner = eventually("the banner", || {
+    let banner = eventually_with(END_TO_END, "the banner", || {
         let mut instances = instances.clone();
         async move {
             instances
@@ -245,7 +199,7 @@ async fn the_action_service_schedules_reports_and_refuses_with_reasons() {
         .unwrap()
         .into_inner();
     assert_eq!((forced.targets, forced.forced), (3, true));
-    let detail = eventually("the forced action", || {
+    let detail = eventually_with(END_TO_END, "the forced action", || {
         let mut client = client.clone();
         async move {
             let d = client
@@ -302,18 +256,9 @@ async fn the_action_service_schedules_reports_and_refuses_with_reasons() {
     server.stop().await.unwrap();
 }
 
-/// `clawdo <args>` with a clean environment, run to completion (bounded).
+/// `clawdo <args>` with a clean environment, run to completion within [`CLI_TIMEOUT`].
 async fn clawdo(args: &[&str]) -> std::process::Output {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_clawdo"));
-    command
-        .args(args)
-        .env_clear()
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    tokio::time::timeout(Duration::from_secs(60), command.output())
-        .await
-        .expect("clawdo finishes in time")
-        .expect("clawdo runs")
+    clawdo_within(CLI_TIMEOUT, args, &[]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -323,8 +268,7 @@ async fn the_cli_schedules_a_bulk_restart_and_watches_it_finish() {
     })
     .await;
     let mut instances = server.instances(None).await;
-    let ids: Vec<String> = (0..6).map(|i| format!("cli-{i}")).collect();
-    provision(&mut instances, &ids).await;
+    let ids = provision_running(&mut instances, "cli", 6).await;
     let url = server.url();
     let file = server.data_dir.path().join("targets.txt");
     std::fs::write(&file, format!("# bulk\n{}\n", ids[2..].join("\n"))).unwrap();
@@ -405,58 +349,32 @@ async fn the_cli_schedules_a_bulk_restart_and_watches_it_finish() {
     server.stop().await.unwrap();
 }
 
-/// Number of `instance.scheduled_action_started` events per instance.
-async fn started(runtime: &clawdo::Runtime, ids: &[String]) -> Vec<usize> {
-    let mut out = Vec::new();
-    for id in ids {
-        let events = runtime
-            .instances()
-            .events(&Caller::Admin, id, 0, 500)
-            .await
-            .unwrap();
-        out.push(
-            events
-                .iter()
-                .filter(|e| e.kind == "instance.scheduled_action_started")
-                .count(),
-        );
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_action_then_restart_applies_no_target_twice_and_finishes() {
     let data_dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|probe| probe.local_addr())
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_clawdo"))
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut child = clawdo_command()
         .args(["serve", "--listen", &listen, "--data-dir"])
         .arg(data_dir.path())
         .env("CLAWDO_FLEET_MAX_CONCURRENT", "2")
         .env("CLAWDO_PROVIDER_SIM_LATENCY_MS", "40")
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let url = format!("http://{listen}");
     // Bounded readiness poll: the only wait is for the child to bind.
-    let channel = eventually("the child server", || {
+    let channel = eventually_with(END_TO_END, "the child server", || {
         let url = url.clone();
         async move { client::connect(&url).await.ok() }
     })
     .await;
     let mut instances = client::instance_client(channel.clone(), None).unwrap();
-    let ids: Vec<String> = (0..12).map(|i| format!("k-{i}")).collect();
-    provision(&mut instances, &ids).await;
+    let ids = provision_running(&mut instances, "k", 12).await;
     let mut client = ac::action_client(channel, None).unwrap();
     let action = client.schedule(restart(&ids)).await.unwrap().into_inner();
     // Kill it once some targets are done and others are running or waiting.
-    eventually("progress", || {
+    eventually_with(END_TO_END, "progress", || {
         let mut client = client.clone();
         async move {
             let d = client
@@ -484,7 +402,7 @@ async fn sigkill_mid_action_then_restart_applies_no_target_twice_and_finishes() 
         .build()
         .await
         .unwrap();
-    let detail = eventually("the action to finish after the restart", || {
+    let detail = eventually_with(END_TO_END, "the action to finish after the restart", || {
         let actions = runtime.actions();
         async move {
             let d = actions.get(action.id).await.unwrap();
@@ -507,7 +425,10 @@ async fn sigkill_mid_action_then_restart_applies_no_target_twice_and_finishes() 
     assert!(c.applied >= 10, "{detail:#?}");
     // No target started twice; every applied one started exactly once (a claim cut by the
     // kill before the instance recorded its start never ran at all).
-    let counts = started(&runtime, &ids).await;
+    let mut counts = Vec::new();
+    for id in &ids {
+        counts.push(started_events(&runtime, id).await);
+    }
     for t in &detail.targets {
         let n = ids
             .iter()

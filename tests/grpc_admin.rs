@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use clawdo::grpc::pb;
 use clawdo::server;
-use common::{STOP_TIMEOUT, start_server, start_server_with};
+use common::cli::clawdo_command;
+use common::free_port;
+use common::grpc::{STOP_TIMEOUT, start_server, start_server_with};
 use tonic::transport::Endpoint;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -225,16 +227,15 @@ async fn shutdown_stops_waiting_for_open_streams_at_the_deadline() {
     drop(watch);
 }
 
+/// `clawdo serve <args>` logging at `info` to a piped stderr.
 fn clawdo_serve(args: &[&str]) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_clawdo"));
+    let mut command = clawdo_command();
     command
         .arg("serve")
         .args(args)
         .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .stderr(Stdio::piped());
     command
 }
 
@@ -262,11 +263,7 @@ async fn binary_refuses_a_non_loopback_listen_address() {
 #[tokio::test]
 async fn binary_serves_until_sigterm_then_exits_cleanly() {
     let data_dir = tempfile::tempdir().expect("create a temporary data directory");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|probe| probe.local_addr())
-        .expect("find a free loopback port")
-        .port();
-    let listen = format!("127.0.0.1:{port}");
+    let listen = format!("127.0.0.1:{}", free_port());
     let child = clawdo_serve(&[
         "--listen",
         &listen,

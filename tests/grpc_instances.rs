@@ -5,30 +5,19 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use clawdo::actors::provider::sim::SimConfig;
 use clawdo::client::{self, InstanceClient};
 use clawdo::grpc::pb;
-use common::{start_server, start_server_in, start_server_with, token};
+use common::grpc::{
+    WAIT, error_info, start_server, start_server_in, start_server_with, token, wait_status,
+};
 use tonic::{Code, Status};
-use tonic_types::StatusExt as _;
-
-/// Longest wait for an asynchronous state change (always through `Watch`).
-const WAIT: Duration = Duration::from_secs(10);
 
 const ADMIN: &str = "admin-token-0123456789abcdef";
 const ALICE: &str = "alice-token-0123456789abcdef";
 const BOB: &str = "bob-token-0123456789abcdef";
-
-/// The ErrorInfo reason and metadata of `status`.
-fn error_info(status: &Status) -> (String, HashMap<String, String>) {
-    let info = status
-        .get_details_error_info()
-        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
-    (info.reason, info.metadata)
-}
 
 /// Asserts that `result` failed with `code` and ErrorInfo `reason`; returns the status.
 #[track_caller]
@@ -64,21 +53,6 @@ async fn provision(client: &mut InstanceClient, owner: &str, id: &str) -> pb::In
         .into_inner()
         .instance
         .expect("an instance")
-}
-
-/// Watches `id` until it has `status` (bounded by [`WAIT`]).
-async fn wait_status(
-    client: &mut InstanceClient,
-    id: &str,
-    status: pb::InstanceStatus,
-) -> pb::Instance {
-    tokio::time::timeout(
-        WAIT,
-        client::wait_until(client, id, |i| i.status() == status, |_| Ok(())),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("{id} did not become {status:?} in time"))
-    .expect("watch")
 }
 
 async fn get(client: &mut InstanceClient, id: &str) -> Result<pb::Instance, Status> {

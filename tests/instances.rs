@@ -4,25 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is a failed test
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
-use clawdo::Runtime;
 use clawdo::actors::ManualClock;
-use clawdo::actors::instance::{InstanceError, InstanceView, OpKind, Status};
+use clawdo::actors::instance::{InstanceError, OpKind, Status};
 use clawdo::actors::provider::sim::SimConfig;
 use clawdo::instances::{Caller, ProvisionSpec};
-
-const T0: i64 = 1_800_000_000_000;
-
-async fn runtime(dir: &std::path::Path, clock: &ManualClock) -> Runtime {
-    Runtime::builder()
-        .data_dir(dir)
-        .clock(Arc::new(clock.clone()))
-        .build()
-        .await
-        .expect("runtime starts")
-}
+use common::runtime::{T0, failing, hanging, runtime, set_sim, wait_for};
 
 fn spec(owner: &str, id: &str) -> ProvisionSpec {
     ProvisionSpec {
@@ -32,33 +22,6 @@ fn spec(owner: &str, id: &str) -> ProvisionSpec {
         instance_id: Some(id.into()),
         idempotency_key: None,
     }
-}
-
-/// Wait (bounded) until the instance shows `status`, following its watch stream.
-async fn wait_for(runtime: &Runtime, id: &str, status: Status) -> InstanceView {
-    let instances = runtime.instances();
-    let (view, mut events) = instances.watch(&Caller::Admin, id).await.unwrap();
-    if view.status == status {
-        return view;
-    }
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let event = events.recv().await.expect("event stream open");
-            if event.status == status {
-                return instances.get(&Caller::Admin, id).await.unwrap();
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{id} never became {}", status.as_str()))
-}
-
-fn set_sim(runtime: &Runtime, config: SimConfig) {
-    runtime
-        .sim()
-        .expect("sim provider")
-        .set_config(config)
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,13 +115,7 @@ async fn busy_instances_refuse_changes_but_answer_reads_and_a_lease_returns_them
     api.provision(&admin, spec("user:1", "busy")).await.unwrap();
     wait_for(&rt, "busy", Status::Running).await;
 
-    set_sim(
-        &rt,
-        SimConfig {
-            hang_rate: 1.0,
-            ..SimConfig::default()
-        },
-    );
+    set_sim(&rt, hanging());
     assert_eq!(
         api.restart(&admin, "busy").await.unwrap().status,
         Status::Restarting
@@ -199,13 +156,7 @@ async fn provider_failures_end_in_a_clear_state_with_a_reason() {
     let rt = runtime(tmp.path(), &clock).await;
     let api = rt.instances();
     let admin = Caller::Admin;
-    set_sim(
-        &rt,
-        SimConfig {
-            failure_rate: 1.0,
-            ..SimConfig::default()
-        },
-    );
+    set_sim(&rt, failing());
     api.provision(&admin, spec("user:1", "fails"))
         .await
         .unwrap();
@@ -222,13 +173,7 @@ async fn provider_failures_end_in_a_clear_state_with_a_reason() {
     set_sim(&rt, SimConfig::default());
     api.provision(&admin, spec("user:2", "ok")).await.unwrap();
     wait_for(&rt, "ok", Status::Running).await;
-    set_sim(
-        &rt,
-        SimConfig {
-            failure_rate: 1.0,
-            ..SimConfig::default()
-        },
-    );
+    set_sim(&rt, failing());
     api.stop(&admin, "ok").await.unwrap();
     let view = wait_for(&rt, "ok", Status::Running).await;
     assert!(
@@ -367,13 +312,7 @@ async fn instances_and_their_status_survive_a_restart_and_interrupted_operations
         }
         api.stop(&Caller::Admin, "keep-2").await.unwrap();
         wait_for(&rt, "keep-2", Status::Stopped).await;
-        set_sim(
-            &rt,
-            SimConfig {
-                hang_rate: 1.0,
-                ..SimConfig::default()
-            },
-        );
+        set_sim(&rt, hanging());
         api.restart(&Caller::Admin, "cut").await.unwrap();
         rt.shutdown(Duration::from_secs(5)).await.unwrap();
     }

@@ -2,6 +2,8 @@
 //! The process provider running the real `clawdo machine-stub`: a machine is healthy over
 //! TCP while it runs, stops on SIGTERM, and leaves no process behind.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -11,6 +13,9 @@ use clawdo::actors::provider::{MachineProvider, MachineSpec, MachineState, Volum
 use clawdo::machine_stub::HEALTH_RESPONSE;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
+
+use common::cli::clawdo_command;
+use common::free_port;
 
 /// Attempts × pause while waiting for a child process to bind its port.
 const BIND_POLLS: u32 = 200;
@@ -110,16 +115,10 @@ async fn a_process_machine_serves_its_health_check() {
 
 #[tokio::test]
 async fn the_machine_stub_exits_zero_on_sigterm() {
-    let port = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_clawdo"))
+    let port = free_port();
+    let mut child = clawdo_command()
         .args(["machine-stub", "--port", &port.to_string()])
-        .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     assert_eq!(wait_healthy(port).await, HEALTH_RESPONSE);
@@ -146,6 +145,7 @@ async fn an_instance_on_the_process_provider_runs_a_real_machine() {
     use clawdo::actors::instance::Status;
     use clawdo::actors::provider::MachineId;
     use clawdo::instances::{Caller, ProvisionSpec};
+    use common::runtime::wait_for_within;
 
     let tmp = tempfile::tempdir().unwrap();
     let provider = Arc::new(
@@ -163,21 +163,8 @@ async fn an_instance_on_the_process_provider_runs_a_real_machine() {
         .unwrap();
     let api = runtime.instances();
     let admin = Caller::Admin;
-    let wait_for = |status: Status| {
-        let api = api.clone();
-        let admin = admin.clone();
-        async move {
-            let (view, mut events) = api.watch(&admin, "proc-1").await.unwrap();
-            if view.status != status {
-                tokio::time::timeout(Duration::from_secs(20), async {
-                    while events.recv().await.unwrap().status != status {}
-                })
-                .await
-                .expect("status reached in time");
-            }
-            api.get(&admin, "proc-1").await.unwrap()
-        }
-    };
+    let wait_for =
+        |status: Status| wait_for_within(&runtime, "proc-1", status, Duration::from_secs(20));
     api.provision(
         &admin,
         ProvisionSpec {

@@ -1,172 +1,82 @@
-//! Helpers shared by the integration tests: an in-process clawdo server on loopback over a
-//! fresh (or a kept) temporary data directory, configured by the test, with a handle on its
-//! [`Runtime`] and token-carrying gRPC clients.
+//! Helpers shared by the integration tests, defined once here instead of copied per file:
+//! bounded polling ([`eventually`]) and a free loopback port at this level; the in-process
+//! [`Runtime`](clawdo::Runtime) on a manual clock, its sim provider and provisioning of N
+//! running instances in [`runtime`]; an in-process gRPC server, its clients and the decoding
+//! of its error details in [`grpc`]; and the real `clawdo` binary run as a child in [`cli`].
 
+// Each tests/*.rs is its own crate and uses a different subset of these helpers.
 #![allow(
     dead_code,
     reason = "each test crate uses a different subset of the helpers"
 )]
 #![allow(clippy::expect_used, reason = "tests fail loudly on broken set-up")]
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+pub mod cli;
+pub mod grpc;
+pub mod runtime;
+
+use std::future::Future;
 use std::time::Duration;
 
-use clawdo::Runtime;
-use clawdo::actors::provider::sim::SimProvider;
-use clawdo::auth::{Role, Token, TokenConfig};
-use clawdo::client::{self, AdminClient, InstanceClient};
-use clawdo::server;
-use tempfile::TempDir;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-use tonic::transport::Channel;
-
-/// How long a test waits for a stopped server to finish before failing.
-pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// An in-process server started by [`start_server`].
-#[derive(Debug)]
-pub struct TestServer {
-    /// Where the gRPC server listens (`127.0.0.1:<ephemeral port>`).
-    pub addr: SocketAddr,
-    /// Sending (or dropping) makes [`server::serve`] shut down; `None` once sent.
-    pub shutdown: Option<oneshot::Sender<()>>,
-    /// The task running [`server::serve`]; yields its result once shut down.
-    pub handle: JoinHandle<Result<(), server::Error>>,
-    /// Keeps the data directory alive as long as the server.
-    pub data_dir: TempDir,
-    /// The runtime the server serves (stats, the sim provider).
-    pub runtime: Arc<Runtime>,
-    /// The config the server was started with.
-    pub config: server::Config,
+/// How a bounded poll paces itself: one check every `every`, failing the test once `within`
+/// has passed without success.
+#[derive(Clone, Copy, Debug)]
+pub struct Poll {
+    /// The pause between two checks.
+    pub every: Duration,
+    /// How long the poll may last in all.
+    pub within: Duration,
 }
 
-/// `[[auth.tokens]]` entry with `role` (`admin` or `owner:<key>`).
-pub fn token(secret: &str, role: &str) -> TokenConfig {
-    TokenConfig {
-        token: Token::new(secret),
-        role: Role::try_from(role.to_owned()).expect("a valid role"),
-    }
+/// Polls of in-process work (provider tasks, background notices): every 5 ms, for at most
+/// 20 s.
+pub const IN_PROCESS: Poll = Poll {
+    every: Duration::from_millis(5),
+    within: Duration::from_secs(20),
+};
+
+/// Polls of end-to-end work (a server over loopback, a child process): every 10 ms, for at
+/// most 30 s.
+pub const END_TO_END: Poll = Poll {
+    every: Duration::from_millis(10),
+    within: Duration::from_secs(30),
+};
+
+/// Polls `check` until it yields `Some`, paced by [`IN_PROCESS`] (real work only: the manual
+/// clock is never moved here), and returns the value; fails the test naming `what` when the
+/// bound passes.
+pub async fn eventually<T, F: Future<Output = Option<T>>>(
+    what: &str,
+    check: impl FnMut() -> F,
+) -> T {
+    eventually_with(IN_PROCESS, what, check).await
 }
 
-/// Starts a server with default options over a temporary data directory.
-pub async fn start_server() -> TestServer {
-    start_server_with(|_| {}).await
-}
-
-/// Starts a server over a temporary data directory, with options adjusted by `configure`.
-pub async fn start_server_with(configure: impl FnOnce(&mut server::Config)) -> TestServer {
-    let data_dir = tempfile::tempdir().expect("create a temporary data directory");
-    start_server_in(data_dir, configure).await
-}
-
-/// Starts a server over `data_dir` (e.g. one kept by [`TestServer::stop_keeping_data`]), with
-/// options adjusted by `configure`.
-pub async fn start_server_in(
-    data_dir: TempDir,
-    configure: impl FnOnce(&mut server::Config),
-) -> TestServer {
-    let mut config = server::Config {
-        data_dir: data_dir.path().to_path_buf(),
-        ..server::Config::default()
-    };
-    configure(&mut config);
-
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind an ephemeral loopback port");
-    let addr = listener.local_addr().expect("read the bound address");
-    let runtime = Arc::new(
-        server::build_runtime(&config)
-            .await
-            .expect("build the runtime"),
-    );
-    let (shutdown, stop) = oneshot::channel::<()>();
-    let handle = tokio::spawn(server::serve(
-        config.clone(),
-        Arc::clone(&runtime),
-        listener,
-        async move {
-            // A dropped sender (a failed test) also stops the server.
-            let _ = stop.await;
-        },
-    ));
-    TestServer {
-        addr,
-        shutdown: Some(shutdown),
-        handle,
-        data_dir,
-        runtime,
-        config,
-    }
-}
-
-impl TestServer {
-    /// The `http://` URL of the gRPC server.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// A connected gRPC channel to the server.
-    pub async fn channel(&self) -> Channel {
-        Channel::from_shared(self.url())
-            .expect("a valid URL")
-            .connect()
-            .await
-            .expect("connect to the test server")
-    }
-
-    /// An `InstanceService` client sending `token` (none: no authorization header).
-    pub async fn instances(&self, token: Option<&str>) -> InstanceClient {
-        client::instance_client(self.channel().await, token).expect("a sendable token")
-    }
-
-    /// An `AdminService` client sending `token`.
-    pub async fn admin(&self, token: Option<&str>) -> AdminClient {
-        client::admin_client(self.channel().await, token).expect("a sendable token")
-    }
-
-    /// The sim provider (the default provider).
-    pub fn sim(&self) -> &Arc<SimProvider> {
-        self.runtime
-            .sim()
-            .expect("the server uses the sim provider")
-    }
-
-    /// Object activations since the server started.
-    pub fn activations(&self) -> u64 {
-        self.runtime.stats().activations
-    }
-
-    /// Triggers shutdown without waiting for it.
-    pub fn begin_shutdown(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            // The server may already have stopped on its own; then there is nothing to stop.
-            let _ = shutdown.send(());
+/// Polls `check` until it yields `Some`, paced by `poll`, and returns the value; fails the
+/// test naming `what` when `poll.within` passes.
+pub async fn eventually_with<T, F: Future<Output = Option<T>>>(
+    poll: Poll,
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + poll.within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(poll.every).await;
     }
+}
 
-    /// Triggers shutdown and returns what [`server::serve`] returned, failing the test if it
-    /// takes longer than [`STOP_TIMEOUT`] or panicked.
-    pub async fn stop(mut self) -> Result<(), server::Error> {
-        self.begin_shutdown();
-        tokio::time::timeout(STOP_TIMEOUT, self.handle)
-            .await
-            .expect("the server stops within the timeout")
-            .expect("the server task did not panic")
-    }
-
-    /// Stops the server cleanly and hands back its data directory, for a restart with
-    /// [`start_server_in`].
-    pub async fn stop_keeping_data(mut self) -> TempDir {
-        self.begin_shutdown();
-        tokio::time::timeout(STOP_TIMEOUT, self.handle)
-            .await
-            .expect("the server stops within the timeout")
-            .expect("the server task did not panic")
-            .expect("clean shutdown");
-        self.data_dir
-    }
+/// A loopback port that was free a moment ago (bound, read, released), for a child process
+/// to listen on.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|probe| probe.local_addr())
+        .expect("find a free loopback port")
+        .port()
 }
