@@ -14,3 +14,4 @@ pub mod crashpoint;
 pub mod fleet;
 pub mod instance;
 pub mod registry;
+pub mod time;
