@@ -17,6 +17,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 use tonic_types::StatusExt as _;
 
+use crate::actors::claw::time::format_rfc3339;
 use crate::grpc::pb;
 
 /// The server the CLI talks to unless told otherwise.
@@ -362,7 +363,7 @@ pub fn desired_name(desired: pb::DesiredState) -> String {
 
 /// An instance as `key: value` lines (each ending in a newline).
 pub fn render_instance(instance: &pb::Instance) -> String {
-    let optional_time = |ms: Option<i64>| ms.map(format_millis).unwrap_or_else(|| "-".into());
+    let optional_time = |ms: Option<i64>| ms.map(format_rfc3339).unwrap_or_else(|| "-".into());
     let rows = [
         ("id", instance.id.clone()),
         ("owner", instance.owner.clone()),
@@ -381,8 +382,8 @@ pub fn render_instance(instance: &pb::Instance) -> String {
             "volume",
             or_dash(instance.volume_id.as_deref().unwrap_or_default()),
         ),
-        ("created", format_millis(instance.created_at_ms)),
-        ("updated", format_millis(instance.updated_at_ms)),
+        ("created", format_rfc3339(instance.created_at_ms)),
+        ("updated", format_rfc3339(instance.updated_at_ms)),
         (
             "last reconcile",
             optional_time(instance.last_reconcile_at_ms),
@@ -412,7 +413,7 @@ pub fn render_table(instances: &[pb::Instance]) -> String {
                 status_name(i.status()),
                 i.image_tag.clone(),
                 if i.pinned { "yes" } else { "no" }.to_owned(),
-                format_millis(i.updated_at_ms),
+                format_rfc3339(i.updated_at_ms),
             ]
         })
         .collect();
@@ -451,7 +452,7 @@ pub fn render_watch_item(item: &WatchItem) -> String {
             event.detail.clone(),
         ),
     };
-    let line = format!("{}  {kind:<36} {status:<12} {detail}", format_millis(at));
+    let line = format!("{}  {kind:<36} {status:<12} {detail}", format_rfc3339(at));
     format!("{}\n", line.trim_end())
 }
 
@@ -504,36 +505,6 @@ fn or_dash(value: &str) -> String {
     }
 }
 
-/// Unix milliseconds as an RFC 3339 UTC time with milliseconds, e.g.
-/// `2024-05-01T12:00:00.000Z`.
-pub fn format_millis(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let millis = ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let of_day = secs.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        of_day / 3600,
-        of_day % 3600 / 60,
-        of_day % 60
-    )
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (H. Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
 #[cfg(test)]
 #[allow(clippy::expect_used, reason = "tests fail loudly")]
 mod tests {
@@ -563,14 +534,6 @@ mod tests {
             operation: String::new(),
             upcoming_action: None,
         }
-    }
-
-    #[test]
-    fn times_render_as_rfc3339_utc() {
-        assert_eq!(format_millis(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(format_millis(1_714_564_800_123), "2024-05-01T12:00:00.123Z");
-        assert_eq!(format_millis(951_782_400_000), "2000-02-29T00:00:00.000Z");
-        assert_eq!(format_millis(-1), "1969-12-31T23:59:59.999Z");
     }
 
     #[test]

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use clawdo::actors::claw::time::{self, format_rfc3339};
+use clawdo::client;
 use clawdo::client::actions::{self as ac, ActionClient};
-use clawdo::client::{self, format_millis};
 use clawdo::grpc::pb;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -92,7 +93,8 @@ pub struct ScheduleArgs {
     /// With `--version`: also remove the pin (pinned instances are skipped otherwise).
     #[arg(long, requires = "version")]
     pub unpin: bool,
-    /// When: an RFC 3339 time, `now`, or `+<n>s|m|h` from now [default: now].
+    /// When: an RFC 3339 time, `now`, or `+<duration>` from now (`+90s`, `+10m`, `+1h30m`,
+    /// `+1d`) [default: now].
     #[arg(long, default_value = "now")]
     pub at: String,
     /// Lease of each slot, seconds [default: the server's fleet.lease].
@@ -109,29 +111,24 @@ pub struct ScheduleArgs {
     pub instances: Vec<String>,
 }
 
-/// `now`, `+90s`, `+10m`, `+2h` or an RFC 3339 time, as RFC 3339 (relative to `now_ms`).
+/// What the user typed for "when", as the `run_at` text of a request, relative to `now_ms`
+/// ([`time::resolve_when`]):
+///
+/// - `now` (or nothing): empty, so the server's clock decides (a stage follows the previous).
+/// - `+<duration>`, e.g. `+90s`, `+10m`, `+2h`, `+1h30m`, `+1d`: now plus that, in RFC 3339.
+/// - anything else is sent as typed: the server reads it as RFC 3339 (the grammar of
+///   [`time::parse_rfc3339`]) and answers `INVALID_ARGUMENT` on `run_at` if it is not one.
 pub fn resolve_when(text: &str, now_ms: i64) -> Result<String, client::Error> {
     let text = text.trim();
-    if text == "now" {
-        return Ok(String::new());
-    }
-    let Some(relative) = text.strip_prefix('+') else {
+    if !text.is_empty() && text != "now" && !text.starts_with('+') {
         return Ok(text.to_owned());
-    };
-    let bad = || client::Error::Usage(format!("time {text:?}: use now, +<n>s|m|h or RFC 3339"));
-    let (digits, unit) = relative.split_at(relative.len().saturating_sub(1));
-    let n: i64 = digits.parse().map_err(|_| bad())?;
-    let ms = match unit {
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => return Err(bad()),
-    };
-    let at = n
-        .checked_mul(ms)
-        .and_then(|d| now_ms.checked_add(d))
-        .ok_or_else(bad)?;
-    Ok(format_millis(at))
+    }
+    let at = time::resolve_when(text, now_ms).map_err(|e| {
+        client::Error::Usage(format!(
+            "time: {e} (use now, +<duration> such as +90s, +1h30m, +1d, or RFC 3339)"
+        ))
+    })?;
+    Ok(at.map(format_rfc3339).unwrap_or_default())
 }
 
 fn now_ms() -> i64 {
@@ -234,7 +231,7 @@ fn print_detail(
                 "stage {} {:<12} {} {}",
                 stage.index,
                 stage.name,
-                format_millis(stage.run_at_ms),
+                format_rfc3339(stage.run_at_ms),
                 stage.status
             )?;
         }
@@ -411,7 +408,29 @@ mod tests {
             resolve_when("2026-05-01T02:00:00Z", 0).expect("valid"),
             "2026-05-01T02:00:00Z"
         );
-        for bad in ["+", "+5d", "+xm", "+99999999999999999h"] {
+        // Durations of any unit and mix (`+5d` was refused by the old hand-written parser).
+        for (relative, want) in [
+            ("+1h30m", "1970-01-01T01:30:00.000Z"),
+            ("+1d", "1970-01-02T00:00:00.000Z"),
+            ("+5d", "1970-01-06T00:00:00.000Z"),
+            ("+1d2h", "1970-01-02T02:00:00.000Z"),
+            ("+250ms", "1970-01-01T00:00:00.250Z"),
+            (" +10m ", "1970-01-01T00:10:00.000Z"),
+        ] {
+            assert_eq!(
+                resolve_when(relative, 0).expect("valid"),
+                want,
+                "{relative}"
+            );
+        }
+        assert_eq!(resolve_when("", 0).expect("valid"), "");
+        // Absolute times go as typed; the server parses them (and refuses this one).
+        assert_eq!(resolve_when(" soon ", 0).expect("sent as typed"), "soon");
+        assert_eq!(
+            resolve_when("+1d", 1_714_564_800_123).expect("valid"),
+            "2024-05-02T12:00:00.123Z"
+        );
+        for bad in ["+", "+xm", "+5", "+-5s", "+1mo", "+99999999999999999h"] {
             assert!(resolve_when(bad, 0).is_err(), "{bad}");
         }
     }

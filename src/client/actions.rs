@@ -8,7 +8,8 @@ use serde_json::json;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-use super::{BearerToken, Error, format_millis};
+use super::{BearerToken, Error};
+use crate::actors::claw::time::format_rfc3339;
 use crate::grpc::pb;
 
 /// An `ActionService` client that sends a bearer token with every call.
@@ -119,15 +120,15 @@ pub fn render_action(action: &pb::Action) -> String {
                 .pin
                 .map_or_else(|| "-".into(), |p| if p { "pin" } else { "unpin" }.into()),
         ),
-        ("run at", format_millis(action.run_at_ms)),
+        ("run at", format_rfc3339(action.run_at_ms)),
         ("lease", format!("{} s", action.lease_ms / 1000)),
         ("created by", action.created_by.clone()),
-        ("created", format_millis(action.created_at_ms)),
+        ("created", format_rfc3339(action.created_at_ms)),
         (
             "completed",
             action
                 .completed_at_ms
-                .map_or_else(|| "-".into(), format_millis),
+                .map_or_else(|| "-".into(), format_rfc3339),
         ),
         ("targets", counts_line(&counts)),
     ];
@@ -152,7 +153,7 @@ pub fn render_action_table(actions: &[pb::Action]) -> String {
             a.id,
             kind_name(a.kind()),
             action_status_name(a.status()),
-            format_millis(a.run_at_ms),
+            format_rfc3339(a.run_at_ms),
             c.total,
             c.applied,
             c.skipped,
@@ -176,7 +177,7 @@ pub fn render_targets(targets: &[pb::ActionTarget]) -> String {
             t.stage,
             target_status_name(t.status()),
             t.slot_claimed_at_ms
-                .map_or_else(|| "-".into(), format_millis),
+                .map_or_else(|| "-".into(), format_rfc3339),
             if t.failure_reason.is_empty() {
                 "-"
             } else {

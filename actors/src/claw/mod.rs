@@ -19,3 +19,4 @@ pub mod fleet;
 pub mod instance;
 pub mod outbox;
 pub mod registry;
+pub mod time;
