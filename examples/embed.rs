@@ -1,18 +1,25 @@
-//! Embedding clawdo in a host program: claw instances in-process, and an object class of the
-//! program's own.
+//! Embedding clawdo in a host program, both ways: the bare object runtime with a class of the
+//! program's own, then the claw runtime with claw instances beside that class.
 //!
-//! First it provisions a claw instance on the built-in `sim` provider, restarts it and destroys
-//! it, following its events. Then `Reminders`, the program's own class, keeps notes in its own
-//! SQL table, a setting in the KV store, and uses its alarm to mark reminders due. Run with
-//! `cargo run --example embed`; it uses a temporary data directory and exits when done.
+//! `Reminders`, the program's own class, keeps notes in its own SQL table, a setting in the KV
+//! store, and uses its alarm to mark reminders due.
+//!
+//! 1. The bare object runtime (`clawdo::HostBuilder`): only `Reminders` is registered, no claw
+//!    class and no machine provider (the data directory holds the object runtime's files only),
+//!    and every class name is free (a class of the program's may be named `instance`).
+//! 2. The claw runtime (`clawdo::Runtime`): it provisions a claw instance on the built-in `sim`
+//!    provider, restarts it and destroys it, following its events, then runs the same
+//!    `Reminders` code through `runtime.host()`, the same `Host` type the bare runtime gives.
+//!
+//! Run with `cargo run --example embed`; it uses temporary data directories and exits when
+//! done.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clawdo::Runtime;
-use clawdo::actors::{AlarmInfo, Ctx, HandlerError, Migration, Object};
 use clawdo::storage::rusqlite::params;
+use clawdo::{AlarmInfo, Ctx, HandlerError, Host, HostBuilder, Migration, Object, Runtime};
 
 /// A per-user list of reminders.
 struct Reminders {
@@ -167,36 +174,25 @@ async fn instances_demo(runtime: &Runtime) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let runtime = Runtime::builder()
-        .data_dir(dir.path())
-        .register::<Reminders>()
-        .build()
-        .await?;
-
-    instances_demo(&runtime).await?;
-
-    let alice = runtime.host().get::<Reminders>("user:alice")?;
+/// Add two reminders for `user` and wait (bounded) for both to fire, on any runtime's host.
+async fn reminders_demo(host: &Host, user: &str) -> anyhow::Result<()> {
+    let reminders = host.get::<Reminders>(user)?;
     for (text, after_ms) in [("stretch", 300), ("drink water", 150)] {
-        match alice
+        match reminders
             .call(Request::Add {
                 text: text.into(),
                 after: Duration::from_millis(after_ms),
             })
             .await?
         {
-            Reply::Added => println!("added {text:?} in {after_ms} ms"),
+            Reply::Added => println!("{user}: added {text:?} in {after_ms} ms"),
             Reply::Failed(why) => anyhow::bail!("add failed: {why}"),
             Reply::Fired(_) => anyhow::bail!("unexpected reply"),
         }
     }
-
-    // Wait (bounded) for both alarms to fire.
     let fired = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            if let Ok(Reply::Fired(texts)) = alice.call(Request::Fired).await
+            if let Ok(Reply::Fired(texts)) = reminders.call(Request::Fired).await
                 && texts.len() == 2
             {
                 return Ok::<_, clawdo::actors::Error>(texts);
@@ -206,10 +202,40 @@ async fn main() -> anyhow::Result<()> {
     })
     .await
     .context("reminders did not fire within 10 s")??;
-    println!("fired in order: {fired:?}");
-    println!("stats: {:?}", runtime.stats());
+    println!("{user}: fired in order: {fired:?}");
+    Ok(())
+}
 
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    // 1. The bare object runtime: the program's classes only.
+    let dir = tempfile::tempdir()?;
+    let host = HostBuilder::new(dir.path())
+        .register::<Reminders>()
+        .start()
+        .await?;
+    reminders_demo(&host, "user:bob").await?;
+    println!("bare runtime stats: {:?}", host.stats());
+    host.shutdown(Duration::from_secs(5)).await?;
+    anyhow::ensure!(
+        !dir.path().join("providers").exists(),
+        "the bare runtime opened a provider"
+    );
+    println!("bare runtime shut down cleanly; no provider was opened");
+
+    // 2. The claw runtime: claw instances, and the program's class beside them. Its class names
+    // (`instance`, `registry`, `fleet`, `counter`) are taken: a class of the program's named
+    // like one of them is refused at `build()` with `runtime::Error::ClassNameTaken`.
+    let dir = tempfile::tempdir()?;
+    let runtime = Runtime::builder()
+        .data_dir(dir.path())
+        .register::<Reminders>()
+        .build()
+        .await?;
+    instances_demo(&runtime).await?;
+    reminders_demo(runtime.host(), "user:alice").await?;
+    println!("claw runtime stats: {:?}", runtime.stats());
     runtime.shutdown(Duration::from_secs(5)).await?;
-    println!("shut down cleanly");
+    println!("claw runtime shut down cleanly");
     Ok(())
 }

@@ -3,6 +3,39 @@
 //! This crate is the product surface: the embedding API ([`Runtime`]), the gRPC services (thin
 //! adapters over the embedding API), the server that runs them, and the `clawdo` binary.
 //!
+//! # Embedding: two entry points
+//! - The claw runtime, [`Runtime::builder`]: claw instances, scheduled actions and a machine
+//!   provider (the `sim` provider's database under the data directory unless one is given),
+//!   plus object classes of the program's own. The names of clawdo's classes
+//!   ([`runtime::CLAWDO_CLASS_NAMES`]) are taken; a class of the program's with one of them is
+//!   refused at build with [`runtime::Error::ClassNameTaken`], before anything is opened.
+//! - The bare object runtime, [`HostBuilder`]: only the program's own classes, no claw class
+//!   and no provider; every class name is free. It takes the same [`HostConfig`] (durability,
+//!   hibernation, budgets, timeouts) and [`Clock`] as the claw runtime, and gives the same
+//!   [`Host`] handle [`Runtime::host`] returns, so code written against a `Host` runs on
+//!   either. Its errors are [`actors::Error`].
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), clawdo::actors::Error> {
+//! # struct Notes;
+//! # impl clawdo::Object for Notes {
+//! #     const CLASS: &'static str = "notes";
+//! #     type Request = ();
+//! #     type Response = ();
+//! #     type Deps = ();
+//! #     async fn activate(_: &mut clawdo::Ctx, _: std::sync::Arc<()>) -> Result<Self, clawdo::HandlerError> { Ok(Notes) }
+//! #     async fn handle(&mut self, _: &mut clawdo::Ctx, _: ()) {}
+//! # }
+//! let host = clawdo::HostBuilder::new("./my-data")
+//!     .register::<Notes>()
+//!     .start()
+//!     .await?;
+//! host.get::<Notes>("user:42")?.call(()).await?;
+//! host.shutdown(std::time::Duration::from_secs(10)).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Layout
 //! - [`runtime`]: the [`Runtime`] builder and handle embedders use.
 //! - [`actions`]: scheduled admin actions (restart, version change) over many instances
@@ -43,3 +76,9 @@ pub mod server;
 pub use clawdo_actors as actors;
 pub use clawdo_storage as storage;
 pub use runtime::{LatencySummary, Runtime, RuntimeBuilder, RuntimeStats};
+
+// The bare object runtime and what a class of the program's own is written with.
+pub use clawdo_actors::{
+    AlarmInfo, Clock, Ctx, Durability, HandlerError, Host, HostBuilder, HostConfig, HostStats,
+    ManualClock, Migration, Object, Stub, SystemClock, Tx, UnixMillis,
+};

@@ -4,6 +4,12 @@
 //! classes the binary serves; embedders register their own classes with
 //! [`RuntimeBuilder::register`] and call objects through [`Runtime::host`]. The gRPC services are
 //! thin adapters over this type.
+//!
+//! A `Runtime` always opens a machine provider (the `sim` provider's database by default) and
+//! takes the class names [`CLAWDO_CLASS_NAMES`] for itself. A program that wants objects of its
+//! own and no claw instance builds the bare object runtime instead: [`HostBuilder`] (re-exported
+//! as `clawdo::HostBuilder`), which registers only the program's classes and opens nothing but
+//! the data directory.
 
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -29,6 +35,18 @@ pub enum Error {
     /// The object runtime failed to start or stop.
     #[error("object runtime")]
     Host(#[from] clawdo_actors::Error),
+    /// An object class of the embedder's has the name of one of clawdo's own classes
+    /// ([`CLAWDO_CLASS_NAMES`]). Found before anything was opened: no provider database was
+    /// created and nothing was written to the data directory.
+    #[error(
+        "object class name {name:?} is taken by one of clawdo's own classes: rename your class, \
+         or embed the bare object runtime (`clawdo::HostBuilder`), which registers only your \
+         classes"
+    )]
+    ClassNameTaken {
+        /// The name both classes have.
+        name: &'static str,
+    },
     /// The machine provider could not be opened.
     #[error("opening the {provider} provider: {reason}")]
     Provider {
@@ -38,6 +56,17 @@ pub enum Error {
         reason: String,
     },
 }
+
+/// The names of the classes a [`Runtime`] registers for itself: the claw classes `instance`,
+/// `registry` and `fleet`, and the demo class `counter`. An embedder's class on
+/// [`RuntimeBuilder`] cannot have one of them ([`Error::ClassNameTaken`]); on the bare object
+/// runtime ([`HostBuilder`]) every name is free.
+pub const CLAWDO_CLASS_NAMES: [&str; 4] = [
+    Instance::CLASS,
+    Registry::CLASS,
+    Fleet::CLASS,
+    Counter::CLASS,
+];
 
 /// A point-in-time view of the runtime's counters.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -177,12 +206,15 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Register an object class of the embedder's own that needs no dependencies.
+    /// Register an object class of the embedder's own that needs no dependencies. Its name
+    /// must not be one of [`CLAWDO_CLASS_NAMES`] ([`Error::ClassNameTaken`] at
+    /// [`build`](Self::build)).
     pub fn register<C: Object<Deps = ()>>(self) -> Self {
         self.register_with::<C>(Arc::new(()))
     }
 
-    /// Register an object class of the embedder's own with its dependencies.
+    /// Register an object class of the embedder's own with its dependencies. Its name must not
+    /// be one of [`CLAWDO_CLASS_NAMES`] ([`Error::ClassNameTaken`] at [`build`](Self::build)).
     pub fn register_with<C: Object>(mut self, deps: Arc<C::Deps>) -> Self {
         let previous = self.host.0.take();
         self.host.0 = Some(Box::new(move |builder: HostBuilder| {
@@ -196,7 +228,22 @@ impl RuntimeBuilder {
     }
 
     /// Open the data directory and start the runtime.
+    ///
+    /// The embedder's classes are checked first, before anything is opened: a name clawdo's own
+    /// classes have fails with [`Error::ClassNameTaken`], an invalid or repeated name with
+    /// [`Error::Host`].
     pub async fn build(self) -> Result<Runtime, Error> {
+        let mut builder = HostBuilder::new(&self.data_dir).config(self.config);
+        if let Some(register) = self.host.0 {
+            builder = register(builder);
+        }
+        if let Some(name) = CLAWDO_CLASS_NAMES
+            .into_iter()
+            .find(|name| builder.has_class(name))
+        {
+            return Err(Error::ClassNameTaken { name });
+        }
+        builder.check_classes()?;
         let (provider, sim): (Arc<dyn MachineProvider>, _) = match self.provider {
             Some(provider) => (provider, None),
             None => {
@@ -222,8 +269,7 @@ impl RuntimeBuilder {
             self.fleet,
             Arc::clone(services.provider.limiter()),
         ));
-        let mut builder = HostBuilder::new(self.data_dir)
-            .config(self.config)
+        builder = builder
             .service(Arc::clone(&services))
             .service(Arc::clone(&fleet))
             .register::<Counter>()
@@ -232,9 +278,6 @@ impl RuntimeBuilder {
             .register_with::<Fleet>(Arc::clone(&fleet));
         if let Some(clock) = self.clock {
             builder = builder.clock(clock);
-        }
-        if let Some(register) = self.host.0 {
-            builder = register(builder);
         }
         let host = builder.start().await?;
         // Activate an existing fleet now: runs orphaned by a previous process are failed and

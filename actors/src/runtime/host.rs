@@ -198,10 +198,12 @@ impl HostBuilder {
         self.classes.iter().any(|(n, _)| *n == name)
     }
 
-    /// Open the data directory, load the alarm index and start the dispatcher and janitor.
-    pub async fn start(self) -> Result<Host, Error> {
-        let mut classes: HashMap<&'static str, Arc<dyn ClassDriver>> = HashMap::new();
-        for (name, driver) in self.classes {
+    /// Check the registered classes without opening anything: each name is a valid class name
+    /// (`[a-z0-9_]{1,32}`) and no name is registered twice ([`Error::DuplicateClass`]).
+    /// [`HostBuilder::start`] runs this check before it touches the data directory.
+    pub fn check_classes(&self) -> Result<(), Error> {
+        let mut seen = std::collections::HashSet::new();
+        for &(name, _) in &self.classes {
             let valid = (1..=32).contains(&name.len())
                 && name
                     .bytes()
@@ -211,10 +213,19 @@ impl HostBuilder {
                     name.to_string(),
                 )));
             }
-            if classes.insert(name, driver).is_some() {
+            if !seen.insert(name) {
                 return Err(Error::DuplicateClass(name));
             }
         }
+        Ok(())
+    }
+
+    /// Check the classes ([`HostBuilder::check_classes`]), then open the data directory, load
+    /// the alarm index and start the dispatcher and janitor.
+    pub async fn start(self) -> Result<Host, Error> {
+        self.check_classes()?;
+        let classes: HashMap<&'static str, Arc<dyn ClassDriver>> =
+            self.classes.into_iter().collect();
         let durability = self.config.durability;
         let data_dir = self.data_dir;
         let (dir, indexes, alarms) = tokio::task::spawn_blocking(move || {
