@@ -33,6 +33,8 @@ const READ_CONCURRENCY: usize = 64;
 #[derive(Debug, Clone)]
 pub struct Actions {
     host: Host,
+    /// The fleet class's dependencies (its configuration and counters).
+    fleet: Arc<FleetServices>,
 }
 
 /// An instance's error while checking a schedule's targets.
@@ -52,9 +54,10 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> ActionError {
 }
 
 impl Actions {
-    /// Action operations on `host` (which must have the fleet and instance classes).
-    pub fn new(host: Host) -> Actions {
-        Actions { host }
+    /// Action operations on `host` (which must have the fleet and instance classes, the fleet
+    /// registered with `fleet`).
+    pub fn new(host: Host, fleet: Arc<FleetServices>) -> Actions {
+        Actions { host, fleet }
     }
 
     /// Schedule an action. Destroyed instances are dropped from it; if every target is
@@ -104,7 +107,7 @@ impl Actions {
         if spec.kind == ActionKind::ScheduledRestart && spec.pin.is_some() {
             return Err(invalid("pin", "a restart takes no pin"));
         }
-        let lease = spec.lease.unwrap_or(self.services()?.config.lease);
+        let lease = spec.lease.unwrap_or(self.fleet.config.lease);
         if !(MIN_LEASE..=MAX_LEASE).contains(&lease) {
             return Err(invalid("lease", "between 1 second and 24 hours"));
         }
@@ -208,14 +211,8 @@ impl Actions {
     }
 
     /// The fleet's counters (slots in use, cap, deferred and refused claims).
-    pub fn stats(&self) -> Result<FleetStats, ActionError> {
-        Ok(self.services()?.stats())
-    }
-
-    fn services(&self) -> Result<Arc<FleetServices>, ActionError> {
-        self.host
-            .service::<FleetServices>()
-            .ok_or_else(|| ActionError::Internal("the runtime has no fleet services".into()))
+    pub fn stats(&self) -> FleetStats {
+        self.fleet.stats()
     }
 
     fn fleet(&self) -> FleetHandle {

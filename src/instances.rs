@@ -91,6 +91,8 @@ pub const MAX_PAGE: usize = 500;
 #[derive(Debug, Clone)]
 pub struct Instances {
     host: Host,
+    /// The instance class's dependencies (the default image of a provision).
+    services: std::sync::Arc<InstanceServices>,
 }
 
 /// A registry error as the instance API reports it.
@@ -115,10 +117,10 @@ struct FreshProvision {
 }
 
 impl Instances {
-    /// Instance operations on `host` (which must have the instance and registry classes and
-    /// [`InstanceServices`]).
-    pub fn new(host: Host) -> Instances {
-        Instances { host }
+    /// Instance operations on `host` (which must have the instance and registry classes,
+    /// the instance class registered with `services`).
+    pub fn new(host: Host, services: std::sync::Arc<InstanceServices>) -> Instances {
+        Instances { host, services }
     }
 
     /// Admit and start a fresh provision through the owner's registry (see the module docs).
@@ -142,7 +144,6 @@ impl Instances {
                 spec.owner
             )));
         }
-        let services = self.services()?;
         if let Some(tag) = &spec.image_tag {
             validate::image_tag(tag)?;
         }
@@ -164,7 +165,7 @@ impl Instances {
         );
         let image_tag = spec
             .image_tag
-            .unwrap_or_else(|| services.config.default_image.clone());
+            .unwrap_or_else(|| self.services.config.default_image.clone());
         let instance_id = spec
             .instance_id
             .unwrap_or_else(|| format!("inst-{:016x}", rand::random::<u64>()));
@@ -450,11 +451,5 @@ impl Instances {
 
     fn registry(&self, owner: &str) -> Result<RegistryHandle, InstanceError> {
         RegistryHandle::new(&self.host, owner).map_err(registry_error)
-    }
-
-    fn services(&self) -> Result<std::sync::Arc<InstanceServices>, InstanceError> {
-        self.host
-            .service::<InstanceServices>()
-            .ok_or_else(|| InstanceError::Internal("the runtime has no instance services".into()))
     }
 }

@@ -270,8 +270,6 @@ impl RuntimeBuilder {
             Arc::clone(services.provider.limiter()),
         ));
         builder = builder
-            .service(Arc::clone(&services))
-            .service(Arc::clone(&fleet))
             .register::<Counter>()
             .register_with::<Instance>(Arc::clone(&services))
             .register_with::<Registry>(Arc::new(self.registry))
@@ -320,12 +318,12 @@ impl Runtime {
 
     /// Claw instance operations.
     pub fn instances(&self) -> Instances {
-        Instances::new(self.host.clone())
+        Instances::new(self.host.clone(), Arc::clone(&self.services))
     }
 
     /// Scheduled admin actions (admin operations).
     pub fn actions(&self) -> Actions {
-        Actions::new(self.host.clone())
+        Actions::new(self.host.clone(), Arc::clone(&self.fleet))
     }
 
     /// The machine provider with its limiter.
