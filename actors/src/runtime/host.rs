@@ -14,7 +14,7 @@
 //! used idle objects while more than `resident_cap` are resident, and asks the least recently
 //! used idle residents to close their files while more than `max_open_files` are open.
 
-use std::any::{Any, TypeId};
+use std::any::Any;
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::num::NonZeroUsize;
@@ -110,8 +110,6 @@ pub(crate) struct Inner {
     stop: watch::Sender<bool>,
     /// The dispatcher and the janitor, awaited at shutdown.
     workers: Mutex<Vec<JoinHandle<()>>>,
-    /// Shared read-only dependencies of classes (providers, configuration), by type.
-    services: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
     /// Random per start: work tagged with another epoch was interrupted by a restart.
     epoch: u64,
     /// Background tasks started by objects ([`Host::spawn`], [`Host::spawn_keyed`]), aborted
@@ -139,7 +137,6 @@ pub struct HostBuilder {
     config: HostConfig,
     clock: Arc<dyn Clock>,
     classes: Vec<(&'static str, Arc<dyn ClassDriver>)>,
-    services: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
 }
 
 impl std::fmt::Debug for HostBuilder {
@@ -159,14 +156,7 @@ impl HostBuilder {
             config: HostConfig::default(),
             clock: Arc::new(SystemClock),
             classes: Vec::new(),
-            services: HashMap::new(),
         }
-    }
-
-    /// Make `service` available to every object through [`Host::service`] (one per type).
-    pub fn service<T: Send + Sync + 'static>(mut self, service: Arc<T>) -> Self {
-        self.services.insert(TypeId::of::<T>(), service);
-        self
     }
 
     /// Replace the configuration.
@@ -255,7 +245,6 @@ impl HostBuilder {
             sweep_lock: tokio::sync::Mutex::new(()),
             stop,
             workers: Mutex::new(Vec::new()),
-            services: self.services,
             epoch: rand::random(),
             tasks: Arc::new(Tasks::default()),
         });
@@ -370,12 +359,6 @@ impl Host {
             .deps()
             .downcast::<C::Deps>()
             .map_err(|_| Error::ClassTypeMismatch(C::CLASS))
-    }
-
-    /// The service of type `T` given to the builder, if any.
-    pub fn service<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
-        let any = Arc::clone(self.inner.services.get(&TypeId::of::<T>())?);
-        any.downcast::<T>().ok()
     }
 
     /// Run `task` in the background on behalf of an object (e.g. a provider call whose

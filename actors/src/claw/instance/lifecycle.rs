@@ -36,6 +36,25 @@ pub struct Transition {
 }
 
 impl Transition {
+    /// This transition followed by `next`, as one: `next`'s record, ticket and link replace
+    /// this one's where it has them; events, timers and notices are appended in order (a
+    /// later timer change of the same timer wins when applied).
+    pub fn then(mut self, next: Transition) -> Transition {
+        if next.record.is_some() {
+            self.record = next.record;
+        }
+        if next.ticket.is_some() {
+            self.ticket = next.ticket;
+        }
+        if next.link.is_some() {
+            self.link = next.link;
+        }
+        self.events.extend(next.events);
+        self.timers.extend(next.timers);
+        self.notices.extend(next.notices);
+        self
+    }
+
     /// Whether applying it would change nothing.
     pub fn is_empty(&self) -> bool {
         self.record.is_none()

@@ -200,20 +200,15 @@ impl Instance {
         if self.link.running.is_some() {
             return Ok(InstanceReply::Woken(false));
         }
+        // Adopting the ticket commits with whatever trying it decides: one transaction.
+        let mut adopt = Transition::default();
         if self.link.upcoming.as_ref() != Some(&ticket) {
-            let link = FleetLink {
+            adopt.link = Some(FleetLink {
                 upcoming: Some(ticket),
                 running: None,
-            };
-            self.apply(
-                ctx,
-                Transition {
-                    link: Some(link),
-                    ..Transition::default()
-                },
-            )?;
+            });
         }
-        Ok(InstanceReply::Woken(self.try_apply(ctx).await?))
+        Ok(InstanceReply::Woken(self.try_apply(ctx, adopt).await?))
     }
 
     /// The alarm's scheduled part: the action timer applies the upcoming target; the
@@ -225,42 +220,44 @@ impl Instance {
         action: bool,
         reconcile: bool,
     ) -> Result<(), InstanceError> {
+        // What the repairs decide commits with what trying the target decides.
+        let mut repair = Transition::default();
         if reconcile {
-            self.resolve_stale_running(ctx)?;
-            if self.link.running.is_none() {
+            repair = self.resolve_stale_running(ctx.now());
+            let link = repair.link.clone().unwrap_or_else(|| self.link.clone());
+            if link.running.is_none() {
                 let due = FleetHandle::new(ctx.host())
                     .due_for(ctx.id().as_str())
                     .await
                     .map_err(fleet_error)?;
-                if due != self.link.upcoming {
+                if due != link.upcoming {
                     if let Some(ticket) = &due {
                         tracing::info!(instance = %ctx.id(), target = ticket.target_id,
                             "reconcile found a scheduled target the instance had not been told");
                     }
                     let timer = due.as_ref().map(|t| t.run_at.max(ctx.now() + 1));
-                    self.apply(ctx, relink(&self.link, due, timer))?;
+                    repair = repair.then(relink(&link, due, timer));
                 }
             }
         }
         if action || reconcile {
-            self.try_apply(ctx).await?;
+            self.try_apply(ctx, repair).await?;
         }
         Ok(())
     }
 
     /// A running target whose operation is not in flight (the process died between the claim
     /// and the operation's start) failed: report it.
-    fn resolve_stale_running(&mut self, ctx: &mut Ctx) -> Result<(), InstanceError> {
+    fn resolve_stale_running(&self, now: UnixMillis) -> Transition {
+        let mut transition = Transition::default();
         let Some(running) = self.link.running.clone() else {
-            return Ok(());
+            return transition;
         };
         let op = self.record.as_ref().and_then(|r| r.op.as_ref());
         if op.is_some_and(|op| op.id == running.op_id) {
-            return Ok(());
+            return transition;
         }
-        let mut transition = Transition::default();
         let failure = TargetFailure::new(FailureReason::Interrupted);
-        let now = ctx.now();
         lifecycle::end_target(
             &mut transition,
             &self.link,
@@ -268,25 +265,30 @@ impl Instance {
             Err(failure),
             now,
         );
-        self.apply(ctx, transition)
+        transition
     }
 
-    /// Apply the upcoming target if it is due: skip it, or claim a slot and start it. Returns
-    /// whether the fleet was asked.
-    async fn try_apply(&mut self, ctx: &mut Ctx) -> Result<bool, InstanceError> {
-        let Some(ticket) = self.link.upcoming.clone() else {
+    /// Apply the upcoming target if it is due: skip it, or claim a slot and start it. `base`
+    /// is what the message decided before (an adopted ticket, repairs); it commits together
+    /// with this decision, in one transaction. Returns whether the fleet was asked.
+    async fn try_apply(&mut self, ctx: &mut Ctx, base: Transition) -> Result<bool, InstanceError> {
+        let link = base.link.clone().unwrap_or_else(|| self.link.clone());
+        let now = ctx.now();
+        let Some(ticket) = link.upcoming.clone().filter(|_| link.running.is_none()) else {
+            self.apply(ctx, base)?;
             return Ok(false);
         };
-        if self.link.running.is_some() {
-            return Ok(false);
-        }
-        let now = ctx.now();
         if ticket.run_at > now {
-            ctx.set_timer(Timer::Action.name(), ticket.run_at)?;
+            let timer = Transition {
+                timers: vec![(Timer::Action, Some(ticket.run_at))],
+                ..Transition::default()
+            };
+            self.apply(ctx, base.then(timer))?;
             return Ok(false);
         }
         if waits_for_operation(self.record.as_ref()) {
             // Tried again when the operation in flight ends.
+            self.apply(ctx, base)?;
             return Ok(false);
         }
         let fleet = FleetHandle::new(ctx.host());
@@ -298,20 +300,20 @@ impl Instance {
                 .map_err(fleet_error)?;
             tracing::info!(instance = %instance_id, target = ticket.target_id,
                 reason = reason.as_str(), "scheduled target skipped");
-            self.apply(ctx, relink(&self.link, None, None))?;
+            self.apply(ctx, base.then(relink(&link, None, None)))?;
             return Ok(true);
         }
         let claim = fleet
             .claim(ticket.target_id, &instance_id)
             .await
             .map_err(fleet_error)?;
-        match claim {
+        let next = match claim {
             ClaimReply::Won {
                 lease_expires_at,
                 ticket,
             } => {
                 let target_id = ticket.target_id;
-                let started = self.start_claimed(ctx, &ticket, lease_expires_at);
+                let started = self.start_claimed(ctx, base, &ticket, lease_expires_at);
                 if let Err(error) = started {
                     // Nothing ran: give the slot back as a failure rather than hold it.
                     let failure =
@@ -322,16 +324,21 @@ impl Instance {
                         .map_err(fleet_error)?;
                     return Err(error);
                 }
+                return Ok(true);
             }
-            ClaimReply::Full | ClaimReply::NotYet(None) => {}
+            ClaimReply::Full | ClaimReply::NotYet(None) => base,
             ClaimReply::Deferred { until } | ClaimReply::NotYet(Some(until)) => {
-                ctx.set_timer(Timer::Action.name(), until.max(now + 1))?;
+                base.then(Transition {
+                    timers: vec![(Timer::Action, Some(until.max(now + 1)))],
+                    ..Transition::default()
+                })
             }
             ClaimReply::Gone(status) => {
                 tracing::debug!(target = ticket.target_id, %status, "scheduled target gone");
-                self.apply(ctx, relink(&self.link, None, None))?;
+                base.then(relink(&link, None, None))
             }
-        }
+        };
+        self.apply(ctx, next)?;
         Ok(true)
     }
 
@@ -339,12 +346,13 @@ impl Instance {
     fn start_claimed(
         &mut self,
         ctx: &mut Ctx,
+        base: Transition,
         ticket: &TargetTicket,
         lease_expires_at: UnixMillis,
     ) -> Result<(), InstanceError> {
         let record = self.committed(ctx)?;
         let (transition, op) = start_target(record, ticket, lease_expires_at, ctx.host().epoch());
-        self.apply(ctx, transition)?;
+        self.apply(ctx, base.then(transition))?;
         let record = self.committed(ctx)?.clone();
         let key = target_task_key(&record.id, ticket.target_id);
         spawn_op(ctx.host(), &self.deps, record, op, key, true);

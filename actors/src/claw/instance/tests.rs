@@ -967,3 +967,40 @@ fn event_kinds_have_stable_unique_names() {
         "instance.op_lease_expired"
     );
 }
+
+#[test]
+fn transitions_compose_into_one() {
+    let first = Transition {
+        link: Some(FleetLink::default()),
+        events: vec![(EventKind::StatusChanged, "a".into())],
+        timers: vec![(Timer::Action, Some(1))],
+        ..Transition::default()
+    };
+    let second = Transition {
+        record: Some(record(Status::Running)),
+        events: vec![(EventKind::Started, String::new())],
+        timers: vec![(Timer::Action, None)],
+        notices: vec![Notice::TargetOutcome {
+            target_id: 1,
+            result: Ok(()),
+        }],
+        ..Transition::default()
+    };
+    let both = first.clone().then(second);
+    assert_eq!(both.link, first.link, "kept: the second has no link");
+    assert_eq!(both.record.map(|r| r.status), Some(Status::Running));
+    assert_eq!(
+        kinds(&Transition {
+            events: both.events,
+            ..Transition::default()
+        }),
+        vec![EventKind::StatusChanged, EventKind::Started]
+    );
+    assert_eq!(
+        both.timers,
+        vec![(Timer::Action, Some(1)), (Timer::Action, None)],
+        "in order: the later wins"
+    );
+    assert_eq!(both.notices.len(), 1);
+    assert!(Transition::default().then(Transition::default()).is_empty());
+}
