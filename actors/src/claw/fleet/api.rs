@@ -14,114 +14,52 @@ pub const MAX_TARGETS: usize = 10_000;
 /// Most stages one action may have.
 pub const MAX_STAGES: usize = 16;
 
-/// What an action does to each target instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum ActionKind {
-    /// Redeploy on the current image (restart a running machine).
-    ScheduledRestart,
-    /// Redeploy on a chosen image tag, with an optional pin override.
-    VersionChange,
-}
-
-impl ActionKind {
-    /// Stored and shown name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ActionKind::ScheduledRestart => "scheduled_restart",
-            ActionKind::VersionChange => "version_change",
-        }
-    }
-
-    /// Parse a stored name.
-    pub fn parse(s: &str) -> Option<ActionKind> {
-        [ActionKind::ScheduledRestart, ActionKind::VersionChange]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+stable_names! {
+    /// What an action does to each target instance.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    pub enum ActionKind {
+        /// Redeploy on the current image (restart a running machine).
+        ScheduledRestart = "scheduled_restart",
+        /// Redeploy on a chosen image tag, with an optional pin override.
+        VersionChange = "version_change",
     }
 }
 
-/// Lifecycle of an action (the parent row).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum ActionStatus {
-    /// No target claimed yet.
-    Scheduled,
-    /// At least one target was claimed; not every target is terminal.
-    Running,
-    /// Every target is terminal.
-    Completed,
-    /// Cancelled: pending targets were cancelled; running ones finish.
-    Cancelled,
-}
-
-impl ActionStatus {
-    /// Stored and shown name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ActionStatus::Scheduled => "scheduled",
-            ActionStatus::Running => "running",
-            ActionStatus::Completed => "completed",
-            ActionStatus::Cancelled => "cancelled",
-        }
-    }
-
-    /// Parse a stored name.
-    pub fn parse(s: &str) -> Option<ActionStatus> {
-        [
-            ActionStatus::Scheduled,
-            ActionStatus::Running,
-            ActionStatus::Completed,
-            ActionStatus::Cancelled,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
+stable_names! {
+    /// Lifecycle of an action (the parent row).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    pub enum ActionStatus {
+        /// No target claimed yet.
+        Scheduled = "scheduled",
+        /// At least one target was claimed; not every target is terminal.
+        Running = "running",
+        /// Every target is terminal.
+        Completed = "completed",
+        /// Cancelled: pending targets were cancelled; running ones finish.
+        Cancelled = "cancelled",
     }
 }
 
-/// Lifecycle of one target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum TargetStatus {
-    /// Waiting for its time, its stage, or a slot.
-    Pending,
-    /// Holds a slot; the side effect runs.
-    Running,
-    /// The side effect succeeded.
-    Applied,
-    /// Did not apply to the instance (destroyed, pinned, not running, ...).
-    Skipped,
-    /// The side effect failed or its lease expired.
-    Failed,
-    /// Cancelled before it was claimed.
-    Cancelled,
+stable_names! {
+    /// Lifecycle of one target.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    pub enum TargetStatus {
+        /// Waiting for its time, its stage, or a slot.
+        Pending = "pending",
+        /// Holds a slot; the side effect runs.
+        Running = "running",
+        /// The side effect succeeded.
+        Applied = "applied",
+        /// Did not apply to the instance (destroyed, pinned, not running, ...).
+        Skipped = "skipped",
+        /// The side effect failed or its lease expired.
+        Failed = "failed",
+        /// Cancelled before it was claimed.
+        Cancelled = "cancelled",
+    }
 }
 
 impl TargetStatus {
-    /// Every status, in lifecycle order.
-    pub const ALL: [TargetStatus; 6] = [
-        TargetStatus::Pending,
-        TargetStatus::Running,
-        TargetStatus::Applied,
-        TargetStatus::Skipped,
-        TargetStatus::Failed,
-        TargetStatus::Cancelled,
-    ];
-
-    /// Stored and shown name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TargetStatus::Pending => "pending",
-            TargetStatus::Running => "running",
-            TargetStatus::Applied => "applied",
-            TargetStatus::Skipped => "skipped",
-            TargetStatus::Failed => "failed",
-            TargetStatus::Cancelled => "cancelled",
-        }
-    }
-
-    /// Parse a stored name.
-    pub fn parse(s: &str) -> Option<TargetStatus> {
-        TargetStatus::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-
     /// Whether the target is done for good.
     pub fn is_terminal(self) -> bool {
         !matches!(self, TargetStatus::Pending | TargetStatus::Running)
@@ -368,6 +306,8 @@ pub enum ActionError {
     Fault(#[from] Fault),
 }
 
+fault_from!(ActionError: clawdo_storage::Error, clawdo_storage::rusqlite::Error, crate::Error);
+
 impl ActionError {
     /// The machine-readable reason sent to clients (google.rpc.ErrorInfo).
     pub fn reason(&self) -> &'static str {
@@ -393,50 +333,21 @@ impl ActionError {
     }
 }
 
-impl From<clawdo_storage::Error> for ActionError {
-    fn from(e: clawdo_storage::Error) -> Self {
-        ActionError::Fault(e.into())
-    }
-}
-
-impl From<clawdo_storage::rusqlite::Error> for ActionError {
-    fn from(e: clawdo_storage::rusqlite::Error) -> Self {
-        ActionError::Fault(e.into())
-    }
-}
-
-impl From<crate::Error> for ActionError {
-    fn from(e: crate::Error) -> Self {
-        ActionError::Fault(e.into())
-    }
-}
-
-/// Why a target failed. The string forms are stable: they are stored in the target's
-/// `failure_reason` (followed by `: <detail>` when there is one) and sent to clients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FailureReason {
-    /// Its slot's lease ran out before its outcome arrived.
-    LeaseExpired,
-    /// Its run died with the previous process.
-    Interrupted,
-    /// The provider answered with an error.
-    ProviderError,
-    /// The provider could not be reached.
-    ProviderUnavailable,
-    /// The instance could not record the start of its operation.
-    StartFailed,
-}
-
-impl FailureReason {
-    /// The stable string form.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureReason::LeaseExpired => "lease_expired",
-            FailureReason::Interrupted => "interrupted",
-            FailureReason::ProviderError => "provider_error",
-            FailureReason::ProviderUnavailable => "provider_unavailable",
-            FailureReason::StartFailed => "could not start",
-        }
+stable_names! {
+    /// Why a target failed. The string forms are stable: they are stored in the target's
+    /// `failure_reason` (followed by `: <detail>` when there is one) and sent to clients.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum FailureReason {
+        /// Its slot's lease ran out before its outcome arrived.
+        LeaseExpired = "lease_expired",
+        /// Its run died with the previous process.
+        Interrupted = "interrupted",
+        /// The provider answered with an error.
+        ProviderError = "provider_error",
+        /// The provider could not be reached.
+        ProviderUnavailable = "provider_unavailable",
+        /// The instance could not record the start of its operation.
+        StartFailed = "could not start",
     }
 }
 
@@ -476,29 +387,19 @@ impl std::fmt::Display for TargetFailure {
     }
 }
 
-/// Why a target did not apply to its instance. The string forms are stable (stored in the
-/// target's `failure_reason`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SkipReason {
-    /// The instance is destroyed (or being destroyed).
-    InstanceDestroyed,
-    /// A restart of an instance that does not run.
-    InstanceNotRunning,
-    /// A version change of a pinned instance without a pin override.
-    InstancePinned,
-    /// A version change that would change nothing.
-    AlreadyOnTag,
-}
-
-impl SkipReason {
-    /// The stable string form.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SkipReason::InstanceDestroyed => "instance_destroyed",
-            SkipReason::InstanceNotRunning => "instance_not_running",
-            SkipReason::InstancePinned => "instance_pinned",
-            SkipReason::AlreadyOnTag => "already_on_tag",
-        }
+stable_names! {
+    /// Why a target did not apply to its instance. The string forms are stable (stored in the
+    /// target's `failure_reason`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum SkipReason {
+        /// The instance is destroyed (or being destroyed).
+        InstanceDestroyed = "instance_destroyed",
+        /// A restart of an instance that does not run.
+        InstanceNotRunning = "instance_not_running",
+        /// A version change of a pinned instance without a pin override.
+        InstancePinned = "instance_pinned",
+        /// A version change that would change nothing.
+        AlreadyOnTag = "already_on_tag",
     }
 }
 

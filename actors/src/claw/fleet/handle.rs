@@ -35,18 +35,18 @@ impl FleetHandle {
 
     /// Insert an action with its stages and targets.
     pub async fn schedule(&self, new: NewAction) -> Result<ActionSummary, ActionError> {
-        match self.call(FleetRequest::Schedule(new)).await? {
-            FleetReply::Summary(summary) => Ok(summary),
-            other => Err(unexpected(other)),
-        }
+        expect_reply!(
+            self.call(FleetRequest::Schedule(new)).await?,
+            FleetReply::Summary
+        )
     }
 
     /// One action with stages and targets.
     pub async fn get(&self, action_id: i64) -> Result<ActionDetail, ActionError> {
-        match self.call(FleetRequest::Get { action_id }).await? {
-            FleetReply::Detail(detail) => Ok(detail),
-            other => Err(unexpected(other)),
-        }
+        expect_reply!(
+            self.call(FleetRequest::Get { action_id }).await?,
+            FleetReply::Detail
+        )
     }
 
     /// Up to `limit` actions with an id below `before`, newest first.
@@ -55,18 +55,18 @@ impl FleetHandle {
         before: Option<i64>,
         limit: usize,
     ) -> Result<Vec<ActionSummary>, ActionError> {
-        match self.call(FleetRequest::List { before, limit }).await? {
-            FleetReply::Actions(actions) => Ok(actions),
-            other => Err(unexpected(other)),
-        }
+        expect_reply!(
+            self.call(FleetRequest::List { before, limit }).await?,
+            FleetReply::Actions
+        )
     }
 
     /// Cancel an action.
     pub async fn cancel(&self, action_id: i64) -> Result<ActionSummary, ActionError> {
-        match self.call(FleetRequest::Cancel { action_id }).await? {
-            FleetReply::Summary(summary) => Ok(summary),
-            other => Err(unexpected(other)),
-        }
+        expect_reply!(
+            self.call(FleetRequest::Cancel { action_id }).await?,
+            FleetReply::Summary
+        )
     }
 
     /// Cancel one pending target.
@@ -79,10 +79,7 @@ impl FleetHandle {
             action_id,
             target_id,
         };
-        match self.call(request).await? {
-            FleetReply::Target(view) => Ok(view),
-            other => Err(unexpected(other)),
-        }
+        expect_reply!(self.call(request).await?, FleetReply::Target)
     }
 
     /// Make an action's (or one target's) pending targets due now.
@@ -99,18 +96,15 @@ impl FleetHandle {
             force,
             actor: actor.to_owned(),
         };
-        match self.call(request).await? {
-            FleetReply::RanNow(outcome) => Ok(outcome),
-            other => Err(unexpected(other)),
-        }
+        expect_reply!(self.call(request).await?, FleetReply::RanNow)
     }
 
     /// The newest `limit` audit rows, newest first.
     pub async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, ActionError> {
-        match self.call(FleetRequest::Audit { limit }).await? {
-            FleetReply::Audit(rows) => Ok(rows),
-            other => Err(unexpected(other)),
-        }
+        expect_reply!(
+            self.call(FleetRequest::Audit { limit }).await?,
+            FleetReply::Audit
+        )
     }
 
     /// Ask for a slot for `instance_id`'s target.
@@ -123,10 +117,7 @@ impl FleetHandle {
             target_id,
             instance_id: instance_id.to_owned(),
         };
-        match self.call(request).await? {
-            FleetReply::Claim(reply) => Ok(reply),
-            other => Err(unexpected(other)),
-        }
+        expect_reply!(self.call(request).await?, FleetReply::Claim)
     }
 
     /// Report that a pending target does not apply.
@@ -152,10 +143,7 @@ impl FleetHandle {
         let request = FleetRequest::DueFor {
             instance_id: instance_id.to_owned(),
         };
-        match self.call(request).await? {
-            FleetReply::Due(due) => Ok(due),
-            other => Err(unexpected(other)),
-        }
+        expect_reply!(self.call(request).await?, FleetReply::Due)
     }
 
     /// A woken instance answered without claiming: its reservation passes on.

@@ -5,7 +5,7 @@
 
 use clawdo_storage::rusqlite::{self, Connection};
 
-use super::store::claimable;
+use super::store::{CLAIMABLE, RUNNING_COUNT, claimable};
 
 /// The fleet's schema with one action of `n` pending targets.
 fn fleet_db(n: usize) -> Connection {
@@ -45,24 +45,7 @@ fn plan(conn: &Connection, sql: &str) -> String {
 #[test]
 fn hot_queries_stay_indexed_with_many_pending_targets() {
     let conn = fleet_db(2_000);
-    for (name, sql) in [
-        (
-            "claimable",
-            "SELECT t.id, t.instance_id FROM scheduled_action_targets t
-             JOIN scheduled_actions a ON a.id = t.action_id
-             WHERE t.status = 'pending' AND t.run_at <= ?1 AND t.not_before <= ?1
-               AND a.status IN ('scheduled', 'running')
-               AND (t.force = 1 OR NOT EXISTS (
-                    SELECT 1 FROM scheduled_action_targets e
-                    WHERE e.action_id = t.action_id AND e.stage_idx < t.stage_idx
-                      AND e.status IN ('pending', 'running')))
-             ORDER BY t.id LIMIT ?2",
-        ),
-        (
-            "running",
-            "SELECT COUNT(*) FROM scheduled_action_targets WHERE status = 'running'",
-        ),
-    ] {
+    for (name, sql) in [("claimable", CLAIMABLE), ("running", RUNNING_COUNT)] {
         let plan = plan(&conn, sql);
         assert!(!plan.contains("TEMP B-TREE"), "{name}: {plan}");
         assert!(

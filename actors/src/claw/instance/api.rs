@@ -10,67 +10,34 @@ use crate::claw::fault::Fault;
 use crate::claw::fleet::api::{TargetNotice, TargetTicket};
 use crate::provider::{MachineId, MachineState, ProviderError, VolumeId};
 
-/// Lifecycle status of an instance (SPEC §4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Status {
-    /// Volume and machine are being created and started.
-    Provisioning,
-    /// The machine is being started.
-    Starting,
-    /// The machine runs.
-    Running,
-    /// The machine is being stopped.
-    Stopping,
-    /// The machine is stopped (by request, after a failure, or never started).
-    Stopped,
-    /// The machine is being restarted (busy).
-    Restarting,
-    /// The machine moves to another image (busy).
-    Updating,
-    /// The machine is being replaced after an unexpected stop (busy).
-    Recovering,
-    /// Machine and volume are being destroyed (busy).
-    Destroying,
-    /// Gone for good.
-    Destroyed,
+stable_names! {
+    /// Lifecycle status of an instance (SPEC §4).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    pub enum Status {
+        /// Volume and machine are being created and started.
+        Provisioning = "provisioning",
+        /// The machine is being started.
+        Starting = "starting",
+        /// The machine runs.
+        Running = "running",
+        /// The machine is being stopped.
+        Stopping = "stopping",
+        /// The machine is stopped (by request, after a failure, or never started).
+        Stopped = "stopped",
+        /// The machine is being restarted (busy).
+        Restarting = "restarting",
+        /// The machine moves to another image (busy).
+        Updating = "updating",
+        /// The machine is being replaced after an unexpected stop (busy).
+        Recovering = "recovering",
+        /// Machine and volume are being destroyed (busy).
+        Destroying = "destroying",
+        /// Gone for good.
+        Destroyed = "destroyed",
+    }
 }
 
 impl Status {
-    /// Every status, in lifecycle order.
-    pub const ALL: [Status; 10] = [
-        Status::Provisioning,
-        Status::Starting,
-        Status::Running,
-        Status::Stopping,
-        Status::Stopped,
-        Status::Restarting,
-        Status::Updating,
-        Status::Recovering,
-        Status::Destroying,
-        Status::Destroyed,
-    ];
-
-    /// Lower-case name, as stored and shown.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Provisioning => "provisioning",
-            Status::Starting => "starting",
-            Status::Running => "running",
-            Status::Stopping => "stopping",
-            Status::Stopped => "stopped",
-            Status::Restarting => "restarting",
-            Status::Updating => "updating",
-            Status::Recovering => "recovering",
-            Status::Destroying => "destroying",
-            Status::Destroyed => "destroyed",
-        }
-    }
-
-    /// Parse a stored name.
-    pub fn parse(s: &str) -> Option<Status> {
-        Status::ALL.into_iter().find(|st| st.as_str() == s)
-    }
-
     /// Whether an operation is in flight in this status, so mutating calls are refused with
     /// `INSTANCE_BUSY`. SPEC §4 names `restarting`, `updating`, `recovering` and `destroying`;
     /// the other transitional statuses (`provisioning`, `starting`, `stopping`) hold an
@@ -89,79 +56,39 @@ impl Status {
     }
 }
 
-/// What the owner wants the machine to be doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Desired {
-    /// Running.
-    Running,
-    /// Stopped.
-    Stopped,
-    /// Destroyed.
-    Destroyed,
-}
-
-impl Desired {
-    /// Lower-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Desired::Running => "running",
-            Desired::Stopped => "stopped",
-            Desired::Destroyed => "destroyed",
-        }
-    }
-
-    /// Parse a stored name.
-    pub fn parse(s: &str) -> Option<Desired> {
-        [Desired::Running, Desired::Stopped, Desired::Destroyed]
-            .into_iter()
-            .find(|d| d.as_str() == s)
+stable_names! {
+    /// What the owner wants the machine to be doing.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    pub enum Desired {
+        /// Running.
+        Running = "running",
+        /// Stopped.
+        Stopped = "stopped",
+        /// Destroyed.
+        Destroyed = "destroyed",
     }
 }
 
-/// An operation that holds the instance busy until its outcome arrives or its lease expires.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum OpKind {
-    /// Create volume + machine, start it.
-    Provision,
-    /// Start the machine.
-    Start,
-    /// Stop the machine.
-    Stop,
-    /// Restart the machine.
-    Restart,
-    /// Change the image (and restart if running).
-    ChangeVersion,
-    /// Destroy machine and volume.
-    Destroy,
+stable_names! {
+    /// An operation that holds the instance busy until its outcome arrives or its lease expires.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    pub enum OpKind {
+        /// Create volume + machine, start it.
+        Provision = "provision",
+        /// Start the machine.
+        Start = "start",
+        /// Stop the machine.
+        Stop = "stop",
+        /// Restart the machine.
+        Restart = "restart",
+        /// Change the image (and restart if running).
+        ChangeVersion = "change_version",
+        /// Destroy machine and volume.
+        Destroy = "destroy",
+    }
 }
 
 impl OpKind {
-    /// Lower-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OpKind::Provision => "provision",
-            OpKind::Start => "start",
-            OpKind::Stop => "stop",
-            OpKind::Restart => "restart",
-            OpKind::ChangeVersion => "change_version",
-            OpKind::Destroy => "destroy",
-        }
-    }
-
-    /// Parse a stored name.
-    pub fn parse(s: &str) -> Option<OpKind> {
-        [
-            OpKind::Provision,
-            OpKind::Start,
-            OpKind::Stop,
-            OpKind::Restart,
-            OpKind::ChangeVersion,
-            OpKind::Destroy,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
-    }
-
     /// The status the instance shows while this operation runs.
     pub fn status(self) -> Status {
         match self {
@@ -330,6 +257,8 @@ pub enum InstanceError {
     Fault(#[from] Fault),
 }
 
+fault_from!(InstanceError: clawdo_storage::Error, clawdo_storage::rusqlite::Error);
+
 impl From<crate::Error> for InstanceError {
     fn from(e: crate::Error) -> Self {
         match e {
@@ -338,18 +267,6 @@ impl From<crate::Error> for InstanceError {
             }
             other => InstanceError::Fault(other.into()),
         }
-    }
-}
-
-impl From<clawdo_storage::Error> for InstanceError {
-    fn from(e: clawdo_storage::Error) -> Self {
-        InstanceError::Fault(e.into())
-    }
-}
-
-impl From<clawdo_storage::rusqlite::Error> for InstanceError {
-    fn from(e: clawdo_storage::rusqlite::Error) -> Self {
-        InstanceError::Fault(e.into())
     }
 }
 
@@ -416,124 +333,57 @@ pub enum AdmissionState {
     Other,
 }
 
-/// Every kind of event an instance logs. The string forms are stable: they are stored in the
-/// instance's event table and sent to watchers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EventKind {
-    /// A provision was accepted; its provider work starts.
-    ProvisionStarted,
-    /// A provision was fenced off before it reached the instance (a destroyed tombstone).
-    ProvisionAbandoned,
-    /// The provision's volume was created.
-    VolumeCreated,
-    /// The provision's machine was created.
-    MachineCreated,
-    /// The provision finished: the machine runs.
-    Provisioned,
-    /// A user asked to start the machine.
-    StartRequested,
-    /// A user asked to stop the machine.
-    StopRequested,
-    /// A user asked to restart the machine.
-    RestartRequested,
-    /// A user asked to change the image.
-    VersionChangeRequested,
-    /// A user (or the registry's cleanup) asked to destroy the instance.
-    DestroyRequested,
-    /// The machine was started.
-    Started,
-    /// The machine was restarted.
-    Restarted,
-    /// The machine was stopped.
-    Stopped,
-    /// The image changed.
-    VersionChanged,
-    /// Machine and volume are gone.
-    Destroyed,
-    /// An operation's provider call failed.
-    OperationFailed,
-    /// An operation's lease ran out before its outcome arrived.
-    OpLeaseExpired,
-    /// An operation's task died with the previous process.
-    OpInterrupted,
-    /// The status changed (detail: the new status).
-    StatusChanged,
-    /// The provider reports another machine state than the instance expects.
-    MachineStateDrift,
-    /// The machine stopped although the instance should run.
-    UnexpectedStopDetected,
-    /// The reconcile check could not ask the provider.
-    ReconcileFailed,
-    /// A scheduled admin action's target started on this instance.
-    ScheduledActionStarted,
-}
-
-impl EventKind {
-    /// Every kind.
-    pub const ALL: [EventKind; 23] = [
-        EventKind::ProvisionStarted,
-        EventKind::ProvisionAbandoned,
-        EventKind::VolumeCreated,
-        EventKind::MachineCreated,
-        EventKind::Provisioned,
-        EventKind::StartRequested,
-        EventKind::StopRequested,
-        EventKind::RestartRequested,
-        EventKind::VersionChangeRequested,
-        EventKind::DestroyRequested,
-        EventKind::Started,
-        EventKind::Restarted,
-        EventKind::Stopped,
-        EventKind::VersionChanged,
-        EventKind::Destroyed,
-        EventKind::OperationFailed,
-        EventKind::OpLeaseExpired,
-        EventKind::OpInterrupted,
-        EventKind::StatusChanged,
-        EventKind::MachineStateDrift,
-        EventKind::UnexpectedStopDetected,
-        EventKind::ReconcileFailed,
-        EventKind::ScheduledActionStarted,
-    ];
-
-    /// The stable string form, as stored and sent.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::ProvisionStarted => "instance.provision_started",
-            EventKind::ProvisionAbandoned => "instance.provision_abandoned",
-            EventKind::VolumeCreated => "instance.volume_created",
-            EventKind::MachineCreated => "instance.machine_created",
-            EventKind::Provisioned => "instance.provisioned",
-            EventKind::StartRequested => "instance.start_requested",
-            EventKind::StopRequested => "instance.stop_requested",
-            EventKind::RestartRequested => "instance.restart_requested",
-            EventKind::VersionChangeRequested => "instance.version_change_requested",
-            EventKind::DestroyRequested => "instance.destroy_requested",
-            EventKind::Started => "instance.started",
-            EventKind::Restarted => "instance.restarted",
-            EventKind::Stopped => "instance.stopped",
-            EventKind::VersionChanged => "instance.version_changed",
-            EventKind::Destroyed => "instance.destroyed",
-            EventKind::OperationFailed => "instance.operation_failed",
-            EventKind::OpLeaseExpired => "instance.op_lease_expired",
-            EventKind::OpInterrupted => "instance.op_interrupted",
-            EventKind::StatusChanged => "instance.status_changed",
-            EventKind::MachineStateDrift => "instance.machine_state_drift",
-            EventKind::UnexpectedStopDetected => "instance.unexpected_stop_detected",
-            EventKind::ReconcileFailed => "instance.reconcile_failed",
-            EventKind::ScheduledActionStarted => "instance.scheduled_action_started",
-        }
-    }
-
-    /// Parse a stored name.
-    pub fn parse(s: &str) -> Option<EventKind> {
-        EventKind::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-}
-
-impl std::fmt::Display for EventKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+stable_names! {
+    /// Every kind of event an instance logs. The string forms are stable: they are stored in the
+    /// instance's event table and sent to watchers.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum EventKind {
+        /// A provision was accepted; its provider work starts.
+        ProvisionStarted = "instance.provision_started",
+        /// A provision was fenced off before it reached the instance (a destroyed tombstone).
+        ProvisionAbandoned = "instance.provision_abandoned",
+        /// The provision's volume was created.
+        VolumeCreated = "instance.volume_created",
+        /// The provision's machine was created.
+        MachineCreated = "instance.machine_created",
+        /// The provision finished: the machine runs.
+        Provisioned = "instance.provisioned",
+        /// A user asked to start the machine.
+        StartRequested = "instance.start_requested",
+        /// A user asked to stop the machine.
+        StopRequested = "instance.stop_requested",
+        /// A user asked to restart the machine.
+        RestartRequested = "instance.restart_requested",
+        /// A user asked to change the image.
+        VersionChangeRequested = "instance.version_change_requested",
+        /// A user (or the registry's cleanup) asked to destroy the instance.
+        DestroyRequested = "instance.destroy_requested",
+        /// The machine was started.
+        Started = "instance.started",
+        /// The machine was restarted.
+        Restarted = "instance.restarted",
+        /// The machine was stopped.
+        Stopped = "instance.stopped",
+        /// The image changed.
+        VersionChanged = "instance.version_changed",
+        /// Machine and volume are gone.
+        Destroyed = "instance.destroyed",
+        /// An operation's provider call failed.
+        OperationFailed = "instance.operation_failed",
+        /// An operation's lease ran out before its outcome arrived.
+        OpLeaseExpired = "instance.op_lease_expired",
+        /// An operation's task died with the previous process.
+        OpInterrupted = "instance.op_interrupted",
+        /// The status changed (detail: the new status).
+        StatusChanged = "instance.status_changed",
+        /// The provider reports another machine state than the instance expects.
+        MachineStateDrift = "instance.machine_state_drift",
+        /// The machine stopped although the instance should run.
+        UnexpectedStopDetected = "instance.unexpected_stop_detected",
+        /// The reconcile check could not ask the provider.
+        ReconcileFailed = "instance.reconcile_failed",
+        /// A scheduled admin action's target started on this instance.
+        ScheduledActionStarted = "instance.scheduled_action_started",
     }
 }
 

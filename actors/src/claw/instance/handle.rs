@@ -74,18 +74,15 @@ impl InstanceHandle {
             owner: owner.to_string(),
             fence,
         };
-        match self.call(request).await? {
-            InstanceReply::Admission(state) => Ok(state),
-            other => Err(unexpected(other)),
-        }
+        expect_reply!(self.call(request).await?, InstanceReply::Admission)
     }
 
     /// The instance as `owner_scope` may see it (`None`: an admin).
     pub async fn get(&self, owner_scope: Option<String>) -> Result<InstanceView, InstanceError> {
-        match self.call(InstanceRequest::Get { owner_scope }).await? {
-            InstanceReply::View(view) => Ok(view),
-            other => Err(unexpected(other)),
-        }
+        expect_reply!(
+            self.call(InstanceRequest::Get { owner_scope }).await?,
+            InstanceReply::View
+        )
     }
 
     /// Start a user operation.
@@ -94,10 +91,10 @@ impl InstanceHandle {
         op: OpRequest,
         owner_scope: Option<String>,
     ) -> Result<InstanceView, InstanceError> {
-        match self.call(InstanceRequest::Op { op, owner_scope }).await? {
-            InstanceReply::View(view) => Ok(view),
-            other => Err(unexpected(other)),
-        }
+        expect_reply!(
+            self.call(InstanceRequest::Op { op, owner_scope }).await?,
+            InstanceReply::View
+        )
     }
 
     /// Up to `limit` events after `after` (exclusive), oldest first.
@@ -112,10 +109,7 @@ impl InstanceHandle {
             limit,
             owner_scope,
         };
-        match self.call(request).await? {
-            InstanceReply::Events(events) => Ok(events),
-            other => Err(unexpected(other)),
-        }
+        expect_reply!(self.call(request).await?, InstanceReply::Events)
     }
 
     /// The current view and a subscription to every later event.
@@ -137,10 +131,10 @@ impl InstanceHandle {
     /// Offer a free slot for `ticket`; returns whether the instance asked the fleet (claimed
     /// or skipped).
     pub async fn wake(&self, ticket: TargetTicket) -> Result<bool, InstanceError> {
-        match self.call(InstanceRequest::Wake(ticket)).await? {
-            InstanceReply::Woken(attempted) => Ok(attempted),
-            other => Err(unexpected(other)),
-        }
+        expect_reply!(
+            self.call(InstanceRequest::Wake(ticket)).await?,
+            InstanceReply::Woken
+        )
     }
 
     /// The instance's provider task finished.

@@ -306,21 +306,15 @@ pub fn on_outcome(
     }
     next.op = None;
     let (event, detail) = match (&outcome.result, op.kind) {
-        (Ok(()), OpKind::Provision) => {
-            next.status = Status::Running;
-            (EventKind::Provisioned, String::new())
-        }
-        (Ok(()), OpKind::Start) => {
-            next.status = Status::Running;
-            (EventKind::Started, String::new())
-        }
-        (Ok(()), OpKind::Restart) => {
-            next.status = Status::Running;
-            (EventKind::Restarted, String::new())
-        }
-        (Ok(()), OpKind::Stop) => {
-            next.status = Status::Stopped;
-            (EventKind::Stopped, String::new())
+        (Ok(()), kind @ (OpKind::Provision | OpKind::Start | OpKind::Restart | OpKind::Stop)) => {
+            let (status, event) = match kind {
+                OpKind::Provision => (Status::Running, EventKind::Provisioned),
+                OpKind::Start => (Status::Running, EventKind::Started),
+                OpKind::Restart => (Status::Running, EventKind::Restarted),
+                _ => (Status::Stopped, EventKind::Stopped),
+            };
+            next.status = status;
+            (event, String::new())
         }
         (Ok(()), OpKind::ChangeVersion) => {
             let from = std::mem::take(&mut next.image_tag);

@@ -59,6 +59,7 @@ pub use lifecycle::Transition;
 pub use state::{AbandonReason, FleetLink, InFlight, ProvisionTicket, Record, TicketOutcome};
 
 /// The instance object.
+#[derive(Debug)]
 pub struct Instance {
     deps: Arc<InstanceServices>,
     /// `None` until a provision (or a fence) created it.
@@ -69,14 +70,6 @@ pub struct Instance {
     link: FleetLink,
     /// Notices of committed transitions, delivered when the handler is done.
     outbox: Vec<Notice>,
-}
-
-impl std::fmt::Debug for Instance {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Instance")
-            .field("record", &self.record)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Instance {

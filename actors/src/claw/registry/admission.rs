@@ -276,13 +276,9 @@ impl Registry {
         let now = ctx.now();
         let retry_at = now + millis(self.config.check_interval);
         ctx.transact(|tx| {
-            if infra_may_exist {
-                store::require_reconciliation(tx, id, instance_id, error, now)?;
-                if tx.timer(TIMER_SWEEP)?.is_none_or(|at| at > retry_at) {
-                    tx.set_timer(TIMER_SWEEP, retry_at)?;
-                }
-            } else {
-                store::release(tx, id, instance_id, error, now)?;
+            store::fail(tx, id, instance_id, infra_may_exist, error, now)?;
+            if infra_may_exist && tx.timer(TIMER_SWEEP)?.is_none_or(|at| at > retry_at) {
+                tx.set_timer(TIMER_SWEEP, retry_at)?;
             }
             Ok::<_, RegistryError>(())
         })

@@ -6,54 +6,29 @@ use serde::{Deserialize, Serialize};
 use crate::UnixMillis;
 use crate::claw::fault::Fault;
 
-/// Where a fresh provision stands (SPEC §5).
-///
-/// `admitted → provider_started → completed` is the normal path. `released` ends a provision
-/// that left no infrastructure behind (the owner may provision again);
-/// `failed_requires_reconciliation` ends one that may have left some (fail closed: the owner
-/// stays blocked until the registry's alarm has seen the instance cleaned up or completed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum ReservationStatus {
-    /// Admitted; no provider call may have happened yet.
-    Admitted,
-    /// The instance was (or is about to be) told to create infrastructure.
-    ProviderStarted,
-    /// The instance was provisioned and its route is active.
-    Completed,
-    /// Ended without infrastructure (or its infrastructure is gone): retryable.
-    Released,
-    /// Failed after infrastructure may have been created: blocks the owner until resolved.
-    FailedRequiresReconciliation,
+stable_names! {
+    /// Where a fresh provision stands (SPEC §5).
+    ///
+    /// `admitted → provider_started → completed` is the normal path. `released` ends a provision
+    /// that left no infrastructure behind (the owner may provision again);
+    /// `failed_requires_reconciliation` ends one that may have left some (fail closed: the owner
+    /// stays blocked until the registry's alarm has seen the instance cleaned up or completed).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    pub enum ReservationStatus {
+        /// Admitted; no provider call may have happened yet.
+        Admitted = "admitted",
+        /// The instance was (or is about to be) told to create infrastructure.
+        ProviderStarted = "provider_started",
+        /// The instance was provisioned and its route is active.
+        Completed = "completed",
+        /// Ended without infrastructure (or its infrastructure is gone): retryable.
+        Released = "released",
+        /// Failed after infrastructure may have been created: blocks the owner until resolved.
+        FailedRequiresReconciliation = "failed_requires_reconciliation",
+    }
 }
 
 impl ReservationStatus {
-    /// Every status.
-    pub const ALL: [ReservationStatus; 5] = [
-        ReservationStatus::Admitted,
-        ReservationStatus::ProviderStarted,
-        ReservationStatus::Completed,
-        ReservationStatus::Released,
-        ReservationStatus::FailedRequiresReconciliation,
-    ];
-
-    /// Name as stored and shown (`snake_case`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReservationStatus::Admitted => "admitted",
-            ReservationStatus::ProviderStarted => "provider_started",
-            ReservationStatus::Completed => "completed",
-            ReservationStatus::Released => "released",
-            ReservationStatus::FailedRequiresReconciliation => "failed_requires_reconciliation",
-        }
-    }
-
-    /// Parse a stored name.
-    pub fn parse(s: &str) -> Option<ReservationStatus> {
-        ReservationStatus::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-    }
-
     /// Whether the reservation still holds the owner's single unresolved slot (the statuses
     /// the partial unique index covers).
     pub fn is_unresolved(self) -> bool {
@@ -153,23 +128,7 @@ pub enum RegistryError {
     Fault(#[from] Fault),
 }
 
-impl From<clawdo_storage::Error> for RegistryError {
-    fn from(e: clawdo_storage::Error) -> Self {
-        RegistryError::Fault(e.into())
-    }
-}
-
-impl From<clawdo_storage::rusqlite::Error> for RegistryError {
-    fn from(e: clawdo_storage::rusqlite::Error) -> Self {
-        RegistryError::Fault(e.into())
-    }
-}
-
-impl From<crate::Error> for RegistryError {
-    fn from(e: crate::Error) -> Self {
-        RegistryError::Fault(e.into())
-    }
-}
+fault_from!(RegistryError: clawdo_storage::Error, clawdo_storage::rusqlite::Error, crate::Error);
 
 /// Admission of one fresh provision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,29 +205,17 @@ pub enum RegistryReply {
     Routes(Vec<String>),
 }
 
-/// Why the registry released a reservation (stored in its `error`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ReleaseReason {
-    /// The instance was destroyed.
-    InstanceDestroyed,
-    /// The instance id belongs to another provision.
-    OtherProvision,
-    /// The provision never reached its instance (fenced off).
-    NeverArrived,
-    /// The provision failed before creating infrastructure.
-    FailedBeforeInfrastructure,
-}
-
-impl ReleaseReason {
-    /// The stable string form.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReleaseReason::InstanceDestroyed => "instance destroyed",
-            ReleaseReason::OtherProvision => "the instance belongs to another provision",
-            ReleaseReason::NeverArrived => "the provision never reached its instance",
-            ReleaseReason::FailedBeforeInfrastructure => {
-                "provision failed before creating infrastructure"
-            }
-        }
+stable_names! {
+    /// Why the registry released a reservation (stored in its `error`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum ReleaseReason {
+        /// The instance was destroyed.
+        InstanceDestroyed = "instance destroyed",
+        /// The instance id belongs to another provision.
+        OtherProvision = "the instance belongs to another provision",
+        /// The provision never reached its instance (fenced off).
+        NeverArrived = "the provision never reached its instance",
+        /// The provision failed before creating infrastructure.
+        FailedBeforeInfrastructure = "provision failed before creating infrastructure",
     }
 }

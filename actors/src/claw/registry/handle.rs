@@ -32,10 +32,10 @@ impl RegistryHandle {
 
     /// Admit a fresh provision or say why not.
     pub async fn begin(&self, request: BeginRequest) -> Result<BeginOutcome, RegistryError> {
-        match self.call(RegistryRequest::Begin(request)).await? {
-            RegistryReply::Begun(outcome) => Ok(outcome),
-            other => Err(unexpected(other)),
-        }
+        expect_reply!(
+            self.call(RegistryRequest::Begin(request)).await?,
+            RegistryReply::Begun
+        )
     }
 
     /// `admitted → provider_started`: whether this call made the move, and the reservation.
@@ -56,10 +56,7 @@ impl RegistryHandle {
             reservation,
             instance_id: instance_id.to_owned(),
         };
-        match self.call(request).await? {
-            RegistryReply::Completion(completion) => Ok(completion),
-            other => Err(unexpected(other)),
-        }
+        expect_reply!(self.call(request).await?, RegistryReply::Completion)
     }
 
     /// The provision of `reservation` failed.
@@ -88,10 +85,10 @@ impl RegistryHandle {
 
     /// Reservation `id`.
     pub async fn reservation(&self, id: u64) -> Result<Reservation, RegistryError> {
-        match self.call(RegistryRequest::Reservation(id)).await? {
-            RegistryReply::Reservation(r) => Ok(r),
-            other => Err(unexpected(other)),
-        }
+        expect_reply!(
+            self.call(RegistryRequest::Reservation(id)).await?,
+            RegistryReply::Reservation
+        )
     }
 
     /// Up to `limit` routed instance ids after `after`, ascending.

@@ -199,38 +199,32 @@ pub(super) fn complete(
     Ok(changed == 1)
 }
 
-/// `admitted | provider_started → failed_requires_reconciliation` with `error`.
-pub(super) fn require_reconciliation(
+/// A failed provision: `admitted | provider_started → failed_requires_reconciliation` when
+/// infrastructure may exist (fail closed), else `unresolved → released` with its pending route
+/// removed; `error` says why.
+pub(super) fn fail(
     conn: &Connection,
     id: u64,
     instance_id: &str,
+    infra_may_exist: bool,
     error: &str,
     now: UnixMillis,
 ) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "UPDATE provision_reservations
-         SET status = 'failed_requires_reconciliation', error = ?3, updated_at = ?4
-         WHERE id = ?1 AND instance_id = ?2 AND status IN ('admitted', 'provider_started')",
-    )?
-    .execute(params![sql_id(id), instance_id, error, now])?;
-    Ok(())
-}
-
-/// `unresolved → released` with `error`, and its pending route removed.
-pub(super) fn release(
-    conn: &Connection,
-    id: u64,
-    instance_id: &str,
-    error: &str,
-    now: UnixMillis,
-) -> rusqlite::Result<()> {
-    let released = conn
+    let (status, from) = if infra_may_exist {
+        (
+            "failed_requires_reconciliation",
+            "('admitted', 'provider_started')",
+        )
+    } else {
+        ("released", UNRESOLVED)
+    };
+    let changed = conn
         .prepare_cached(&format!(
-            "UPDATE provision_reservations SET status = 'released', error = ?3, updated_at = ?4
-             WHERE id = ?1 AND instance_id = ?2 AND status IN {UNRESOLVED}"
+            "UPDATE provision_reservations SET status = '{status}', error = ?3, updated_at = ?4
+             WHERE id = ?1 AND instance_id = ?2 AND status IN {from}"
         ))?
         .execute(params![sql_id(id), instance_id, error, now])?;
-    if released == 1 {
+    if changed == 1 && !infra_may_exist {
         conn.prepare_cached("DELETE FROM routes WHERE instance_id = ?1 AND state = 'pending'")?
             .execute([instance_id])?;
     }

@@ -65,10 +65,25 @@ pub(super) fn target_row(conn: &Connection, id: i64) -> rusqlite::Result<Option<
     .optional()
 }
 
+/// The drain's query (a constant so the query-plan test checks the statement itself).
+pub(super) const CLAIMABLE: &str = "SELECT t.id, t.instance_id FROM scheduled_action_targets t
+     JOIN scheduled_actions a ON a.id = t.action_id
+     WHERE t.status = 'pending' AND t.run_at <= ?1 AND t.not_before <= ?1
+       AND a.status IN ('scheduled', 'running')
+       AND (t.force = 1 OR NOT EXISTS (
+            SELECT 1 FROM scheduled_action_targets e
+            WHERE e.action_id = t.action_id AND e.stage_idx < t.stage_idx
+              AND e.status IN ('pending', 'running')))
+     ORDER BY t.id LIMIT ?2";
+
+/// The count of slots in use (a constant so the query-plan test checks the statement itself).
+pub(super) const RUNNING_COUNT: &str =
+    "SELECT COUNT(*) FROM scheduled_action_targets WHERE status = 'running'";
+
 /// Slots in use: targets holding one.
 pub(super) fn running_count(conn: &Connection) -> rusqlite::Result<u64> {
     let n: i64 = conn
-        .prepare_cached("SELECT COUNT(*) FROM scheduled_action_targets WHERE status = 'running'")?
+        .prepare_cached(RUNNING_COUNT)?
         .query_row([], |r| r.get(0))?;
     Ok(u64::try_from(n).unwrap_or(0))
 }
@@ -268,17 +283,7 @@ pub(super) fn claimable(
     now: UnixMillis,
     limit: usize,
 ) -> rusqlite::Result<Vec<(i64, String)>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT t.id, t.instance_id FROM scheduled_action_targets t
-         JOIN scheduled_actions a ON a.id = t.action_id
-         WHERE t.status = 'pending' AND t.run_at <= ?1 AND t.not_before <= ?1
-           AND a.status IN ('scheduled', 'running')
-           AND (t.force = 1 OR NOT EXISTS (
-                SELECT 1 FROM scheduled_action_targets e
-                WHERE e.action_id = t.action_id AND e.stage_idx < t.stage_idx
-                  AND e.status IN ('pending', 'running')))
-         ORDER BY t.id LIMIT ?2",
-    )?;
+    let mut stmt = conn.prepare_cached(CLAIMABLE)?;
     stmt.query_map(
         params![now, i64::try_from(limit).unwrap_or(i64::MAX)],
         |r| Ok((r.get(0)?, r.get(1)?)),
