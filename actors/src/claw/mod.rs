@@ -14,9 +14,9 @@
 //! - [`crashpoint`]: named provision steps a crash test can kill the process at.
 
 /// An enum whose variants have stable string forms (stored in databases and sent on the
-/// wire): declares the enum with its attributes and, for each variant, its text; generates
-/// `ALL` (declaration order, which is also the codec's order: never reorder), `as_str`,
-/// `parse` and `Display`.
+/// wire): declares the enum (`Debug, Clone, Copy, PartialEq, Eq, Hash`, plus the attributes
+/// given) and, for each variant, its text; generates `ALL` (declaration order, which is also
+/// the codec's order: never reorder), `as_str`, `parse` and `Display`.
 macro_rules! stable_names {
     (
         $(#[$meta:meta])*
@@ -25,6 +25,7 @@ macro_rules! stable_names {
         }
     ) => {
         $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         $vis enum $name {
             $( $(#[$vmeta])* $variant, )+
         }

@@ -16,7 +16,7 @@ pub const MAX_STAGES: usize = 16;
 
 stable_names! {
     /// What an action does to each target instance.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[derive(Serialize, Deserialize)]
     pub enum ActionKind {
         /// Redeploy on the current image (restart a running machine).
         ScheduledRestart = "scheduled_restart",
@@ -27,7 +27,7 @@ stable_names! {
 
 stable_names! {
     /// Lifecycle of an action (the parent row).
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[derive(Serialize, Deserialize)]
     pub enum ActionStatus {
         /// No target claimed yet.
         Scheduled = "scheduled",
@@ -42,7 +42,7 @@ stable_names! {
 
 stable_names! {
     /// Lifecycle of one target.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[derive(Serialize, Deserialize)]
     pub enum TargetStatus {
         /// Waiting for its time, its stage, or a slot.
         Pending = "pending",
@@ -336,7 +336,6 @@ impl ActionError {
 stable_names! {
     /// Why a target failed. The string forms are stable: they are stored in the target's
     /// `failure_reason` (followed by `: <detail>` when there is one) and sent to clients.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
     pub enum FailureReason {
         /// Its slot's lease ran out before its outcome arrived.
         LeaseExpired = "lease_expired",
@@ -390,7 +389,6 @@ impl std::fmt::Display for TargetFailure {
 stable_names! {
     /// Why a target did not apply to its instance. The string forms are stable (stored in the
     /// target's `failure_reason`).
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
     pub enum SkipReason {
         /// The instance is destroyed (or being destroyed).
         InstanceDestroyed = "instance_destroyed",

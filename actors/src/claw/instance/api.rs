@@ -12,7 +12,7 @@ use crate::provider::{MachineId, MachineState, ProviderError, VolumeId};
 
 stable_names! {
     /// Lifecycle status of an instance (SPEC §4).
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[derive(Serialize, Deserialize)]
     pub enum Status {
         /// Volume and machine are being created and started.
         Provisioning = "provisioning",
@@ -58,7 +58,7 @@ impl Status {
 
 stable_names! {
     /// What the owner wants the machine to be doing.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[derive(Serialize, Deserialize)]
     pub enum Desired {
         /// Running.
         Running = "running",
@@ -71,7 +71,7 @@ stable_names! {
 
 stable_names! {
     /// An operation that holds the instance busy until its outcome arrives or its lease expires.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[derive(Serialize, Deserialize)]
     pub enum OpKind {
         /// Create volume + machine, start it.
         Provision = "provision",
@@ -336,7 +336,6 @@ pub enum AdmissionState {
 stable_names! {
     /// Every kind of event an instance logs. The string forms are stable: they are stored in the
     /// instance's event table and sent to watchers.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
     pub enum EventKind {
         /// A provision was accepted; its provider work starts.
         ProvisionStarted = "instance.provision_started",

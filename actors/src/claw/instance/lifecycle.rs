@@ -412,7 +412,7 @@ pub fn abandon(
     let mut next = current.record.clone();
     let op = next.op.take()?;
     next.status = Status::Stopped;
-    next.reason = format!("{} during {}", why.describe(), op.kind.as_str());
+    next.reason = format!("{} during {}", why.as_str(), op.kind.as_str());
     let reconcile = config.reconcile_at(now, false);
     next.next_reconcile_at = Some(reconcile);
     let (event, failure) = match why {

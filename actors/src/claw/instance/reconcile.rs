@@ -39,7 +39,7 @@ impl Instance {
                 .deps
                 .config
                 .reconcile_at(now, record.status == Status::Running);
-            ctx.set_timer(Timer::Reconcile.name(), next)?;
+            ctx.set_timer(Timer::Reconcile.as_str(), next)?;
             if let Some(machine) = record.machine.filter(|_| record.op.is_none()) {
                 spawn_reconcile(ctx.host(), &self.deps, record.id, machine);
             }

@@ -110,48 +110,32 @@ pub struct RunningTarget {
     pub op_id: u64,
 }
 
-/// Why an operation in flight is given up without its outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AbandonReason {
-    /// Its lease ran out (the instance's own, or the fleet's for a scheduled target).
-    LeaseExpired,
-    /// Its task died with the previous process.
-    Interrupted,
-}
-
-impl AbandonReason {
-    /// How the instance's `reason` says it (`… during <operation>` follows).
-    pub fn describe(self) -> &'static str {
-        match self {
-            AbandonReason::LeaseExpired => "lease expired",
-            AbandonReason::Interrupted => "interrupted by a restart",
-        }
+stable_names! {
+    /// Why an operation in flight is given up without its outcome. The text is how the
+    /// instance's `reason` says it (`… during <operation>` follows).
+    pub enum AbandonReason {
+        /// Its lease ran out (the instance's own, or the fleet's for a scheduled target).
+        LeaseExpired = "lease expired",
+        /// Its task died with the previous process.
+        Interrupted = "interrupted by a restart",
     }
 }
 
-/// The instance's named timers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Timer {
-    /// The operation in flight's lease.
-    Lease,
-    /// The next reconcile with the provider.
-    Reconcile,
-    /// The upcoming scheduled target's `run_at` (or its next try).
-    Action,
+stable_names! {
+    /// The instance's named timers; the text is the stored timer name.
+    pub enum Timer {
+        /// The operation in flight's lease.
+        Lease = "op-lease",
+        /// The next reconcile with the provider.
+        Reconcile = "reconcile",
+        /// The upcoming scheduled target's `run_at` (or its next try).
+        Action = "action",
+    }
 }
 
 impl Timer {
-    /// The timer's stored name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Timer::Lease => "op-lease",
-            Timer::Reconcile => "reconcile",
-            Timer::Action => "action",
-        }
-    }
-
     /// Whether the named timer `name` is this one.
     pub fn is(self, name: &str) -> bool {
-        self.name() == name
+        self.as_str() == name
     }
 }

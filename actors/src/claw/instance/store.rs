@@ -74,9 +74,9 @@ pub(super) fn commit(
         }
         for (timer, at) in &t.timers {
             match at {
-                Some(at) => tx.set_timer(timer.name(), *at)?,
+                Some(at) => tx.set_timer(timer.as_str(), *at)?,
                 None => {
-                    tx.cancel_timer(timer.name())?;
+                    tx.cancel_timer(timer.as_str())?;
                 }
             }
         }

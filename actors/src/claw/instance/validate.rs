@@ -2,43 +2,47 @@
 
 use super::api::InstanceError;
 
+/// `Ok` when `ok`, else an invalid-argument error on `field` saying `value` is not `rule`.
+fn require(ok: bool, field: &'static str, value: &str, rule: &str) -> Result<(), InstanceError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(InstanceError::InvalidArgument {
+            field,
+            reason: format!("{value:?} is not {rule}"),
+        })
+    }
+}
+
+/// Whether `text` is `len` bytes of ASCII letters, digits and `extra`.
+fn made_of(text: &str, len: std::ops::RangeInclusive<usize>, extra: &[u8]) -> bool {
+    len.contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
+}
+
 /// An owner key is `user:<id>` or `org:<id>`, the id 1–64 characters of `[A-Za-z0-9._-]`.
 pub fn owner(key: &str) -> Result<(), InstanceError> {
     let id = key
         .strip_prefix("user:")
         .or_else(|| key.strip_prefix("org:"));
-    let ok = id.is_some_and(|id| {
-        (1..=64).contains(&id.len())
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    });
-    if ok {
-        Ok(())
-    } else {
-        Err(InstanceError::InvalidArgument {
-            field: "owner",
-            reason: format!(
-                "{key:?} is not user:<id> or org:<id> with 1-64 characters of A-Z a-z 0-9 . _ -"
-            ),
-        })
-    }
+    require(
+        id.is_some_and(|id| made_of(id, 1..=64, b"._-")),
+        "owner",
+        key,
+        "user:<id> or org:<id> with 1-64 characters of A-Z a-z 0-9 . _ -",
+    )
 }
 
 /// An image tag is 1–128 printable characters of `[A-Za-z0-9._:/@+-]`.
 pub fn image_tag(tag: &str) -> Result<(), InstanceError> {
-    let ok = (1..=128).contains(&tag.len())
-        && tag.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'/' | b'@' | b'+' | b'-')
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(InstanceError::InvalidArgument {
-            field: "image_tag",
-            reason: format!("{tag:?} is not 1-128 characters of A-Z a-z 0-9 . _ : / @ + -"),
-        })
-    }
+    require(
+        made_of(tag, 1..=128, b"._:/@+-"),
+        "image_tag",
+        tag,
+        "1-128 characters of A-Z a-z 0-9 . _ : / @ + -",
+    )
 }
 
 /// An instance id follows the object id rules (1–128 of `[A-Za-z0-9._:-]`).
@@ -53,18 +57,12 @@ pub fn instance_id(id: &str) -> Result<(), InstanceError> {
 
 /// An idempotency key is 1–128 characters of `[A-Za-z0-9._:-]`.
 pub fn idempotency_key(key: &str) -> Result<(), InstanceError> {
-    let ok = (1..=128).contains(&key.len())
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(InstanceError::InvalidArgument {
-            field: "idempotency_key",
-            reason: format!("{key:?} is not 1-128 characters of A-Z a-z 0-9 . _ : -"),
-        })
-    }
+    require(
+        made_of(key, 1..=128, b"._:-"),
+        "idempotency_key",
+        key,
+        "1-128 characters of A-Z a-z 0-9 . _ : -",
+    )
 }
 
 #[cfg(test)]

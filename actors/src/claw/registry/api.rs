@@ -13,7 +13,7 @@ stable_names! {
     /// that left no infrastructure behind (the owner may provision again);
     /// `failed_requires_reconciliation` ends one that may have left some (fail closed: the owner
     /// stays blocked until the registry's alarm has seen the instance cleaned up or completed).
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[derive(Serialize, Deserialize)]
     pub enum ReservationStatus {
         /// Admitted; no provider call may have happened yet.
         Admitted = "admitted",
@@ -207,7 +207,6 @@ pub enum RegistryReply {
 
 stable_names! {
     /// Why the registry released a reservation (stored in its `error`).
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
     pub enum ReleaseReason {
         /// The instance was destroyed.
         InstanceDestroyed = "instance destroyed",
