@@ -27,7 +27,7 @@ use crate::object::Ctx;
 /// holds the owner's slot.
 pub fn conflict_reason(
     unresolved: ReservationStatus,
-    state: &Result<AdmissionState, String>,
+    state: &Result<AdmissionState, InstanceError>,
 ) -> ConflictReason {
     match (unresolved, state) {
         (ReservationStatus::FailedRequiresReconciliation, _)
@@ -59,17 +59,15 @@ pub(super) async fn ask(
     host: &Host,
     reservation: &Reservation,
     fence: bool,
-) -> Result<AdmissionState, String> {
-    let instance =
-        InstanceHandle::new(host, &reservation.instance_id).map_err(|e| e.to_string())?;
+) -> Result<AdmissionState, InstanceError> {
+    let instance = InstanceHandle::new(host, &reservation.instance_id)?;
     // Not created yet: asking without fencing would create an empty object.
-    if !fence && !instance.exists().await.map_err(|e| e.to_string())? {
+    if !fence && !instance.exists().await? {
         return Ok(AdmissionState::Absent);
     }
     instance
         .admission(reservation.id, &reservation.owner, fence)
         .await
-        .map_err(|e| e.to_string())
 }
 
 impl Registry {
@@ -184,7 +182,7 @@ impl Registry {
         &self,
         ctx: &mut Ctx,
         unresolved: &Reservation,
-        state: &Result<AdmissionState, String>,
+        state: &Result<AdmissionState, InstanceError>,
     ) -> Result<bool, RegistryError> {
         match state {
             Ok(AdmissionState::Complete) => {

@@ -82,9 +82,7 @@ impl Registry {
         let stale = now - r.created_at >= millis(self.config.stale_after);
         let cleanup_due = now - r.updated_at >= millis(self.config.check_interval);
         let host = ctx.host().clone();
-        let state = ask(&host, r, stale)
-            .await
-            .map_err(RegistryError::Internal)?;
+        let state = ask(&host, r, stale).await.map_err(instance_error)?;
         let decision = decide(r, &state, stale, cleanup_due);
         tracing::debug!(owner = %r.owner, reservation = r.id, status = r.status.as_str(),
             ?state, ?decision, "registry sweep");

@@ -4,7 +4,7 @@
 use super::admission::conflict_reason;
 use super::api::{ConflictReason, ReleaseReason, Reservation, ReservationStatus};
 use super::sweep::{Decision, decide};
-use crate::claw::instance::AdmissionState;
+use crate::claw::instance::{AdmissionState, InstanceError};
 
 fn reservation(status: ReservationStatus) -> Reservation {
     Reservation {
@@ -121,7 +121,8 @@ fn conflicts_name_pending_completion_only_when_infrastructure_may_exist() {
         infra_may_exist: true,
         error: "boom".into(),
     };
-    let cases: Vec<(S, Result<AdmissionState, String>, ConflictReason)> = vec![
+    let unreachable = || Err(InstanceError::Unavailable("unreachable".into()));
+    let cases: Vec<(S, Result<AdmissionState, InstanceError>, ConflictReason)> = vec![
         (
             S::Admitted,
             Ok(AdmissionState::Absent),
@@ -144,7 +145,7 @@ fn conflicts_name_pending_completion_only_when_infrastructure_may_exist() {
         ),
         (
             S::ProviderStarted,
-            Err("unreachable".into()),
+            unreachable(),
             ConflictReason::InProgress,
         ),
         (
@@ -154,7 +155,7 @@ fn conflicts_name_pending_completion_only_when_infrastructure_may_exist() {
         ),
         (
             S::FailedRequiresReconciliation,
-            Err("unreachable".into()),
+            unreachable(),
             ConflictReason::CompletionPending,
         ),
     ];
