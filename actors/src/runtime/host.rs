@@ -2,7 +2,7 @@
 //! and the handles ([`Stub`]) callers use.
 //!
 //! # Activation is serialized (invariant 2)
-//! The resident table maps each object to one [`Entry`]. The first caller of an absent object
+//! The resident table maps each object to one `Entry`. The first caller of an absent object
 //! inserts `Activating` under the shard's lock and activates; every concurrent caller finds
 //! `Activating` and waits for it to finish, then uses the one actor. Hibernation marks an entry
 //! `Stopping` under the same lock, and only when no call is in flight; callers that arrive meanwhile

@@ -13,7 +13,7 @@ use super::api::{
     ActionDetail, ActionError, ActionStatus, ActionSummary, MAX_STAGES, MAX_TARGETS, NewAction,
     RunNowOutcome, SkipReason, TargetFailure, TargetNotice, TargetStatus, TargetView,
 };
-use super::store::{self, StageProgress};
+use super::store;
 use crate::UnixMillis;
 use crate::claw::outbox::Notice;
 use crate::object::Ctx;
@@ -29,6 +29,17 @@ pub fn outcome_status(result: &Result<(), TargetFailure>) -> (TargetStatus, Opti
         Ok(()) => (TargetStatus::Applied, None),
         Err(failure) => (TargetStatus::Failed, Some(failure.to_string())),
     }
+}
+
+/// One stage of an action, as the promotion decision needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StageProgress {
+    /// Position.
+    pub index: u32,
+    /// Still `scheduled` (not completed or cancelled).
+    pub scheduled: bool,
+    /// Targets of the stage not terminal yet.
+    pub open: u64,
 }
 
 /// What the promotion sweep changes after a target became terminal.

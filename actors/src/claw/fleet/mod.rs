@@ -18,7 +18,7 @@
 //! - [`api`]: requests, replies, kinds, statuses, views, reasons, [`ActionError`].
 //! - [`handle`]: [`FleetHandle`], the typed way to call the fleet.
 //! - [`config`]: [`FleetConfig`], counters, the class's dependencies ([`FleetServices`]).
-//! - `store`: the SQL, one function per statement.
+//! - `store`: the SQL, one function per statement (reads in `store/reads.rs`).
 //! - [`actions`]: scheduling, cancelling, run-now, outcomes and the promotion sweep.
 //! - [`slots`]: the cap: claims, drain, reaper, timers.
 
@@ -27,7 +27,7 @@ pub mod api;
 pub mod config;
 pub mod handle;
 pub mod slots;
-pub mod store;
+mod store;
 #[cfg(test)]
 mod tests;
 

@@ -21,7 +21,7 @@ use super::api::{
     ActionError, ActionStatus, ClaimReply, FailureReason, TargetNotice, TargetStatus,
 };
 use super::config::millis;
-use super::store::{self, TargetRow};
+use super::store;
 use super::{Fleet, TIMER_REAPER, TIMER_SWEEP};
 use crate::UnixMillis;
 use crate::claw::outbox::Notice;
@@ -32,6 +32,25 @@ type Result<T, E = ActionError> = std::result::Result<T, E>;
 /// Period of the fleet's sweep while actions are live: reap, then drain (repairs lost
 /// wake-ups).
 pub(super) const SWEEP_EVERY_MS: i64 = 60_000;
+
+/// A target row, as the claim path needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetRow {
+    /// The action.
+    pub action_id: i64,
+    /// The instance.
+    pub instance_id: String,
+    /// Status.
+    pub status: TargetStatus,
+    /// Not before (scheduled time).
+    pub run_at: UnixMillis,
+    /// Not before (interactive-pressure deferral).
+    pub not_before: UnixMillis,
+    /// Total deferral so far, milliseconds.
+    pub deferred_ms: i64,
+    /// Run-now with force: bypasses stage order and the cap.
+    pub force: bool,
+}
 
 /// Interactive pressure as a claim sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -66,13 +66,14 @@ fn hot_queries_stay_indexed_with_many_pending_targets() {
 
 use std::collections::HashSet;
 
+use super::actions::StageProgress;
 use super::actions::{Promotion, outcome_status, promotion};
 use super::api::{
     ActionError, ActionStatus, ClaimReply, FailureReason, SkipReason, TargetFailure, TargetStatus,
     parse_run_at, target_task_key,
 };
+use super::slots::TargetRow;
 use super::slots::{Precheck, Pressure, free_slots, plan_wakes, precheck};
-use super::store::{StageProgress, TargetRow};
 
 const NOW: i64 = 10_000;
 

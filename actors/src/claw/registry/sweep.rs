@@ -1,6 +1,6 @@
 //! The registry's alarm: resolve unresolved reservations by asking their instances.
 //!
-//! One pass looks at up to [`BATCH`] unresolved reservations, oldest change first. Each row is
+//! One pass looks at up to `BATCH` (16) unresolved reservations, oldest change first. Each row is
 //! handled on its own: an instance that cannot be reached, or a storage error on one row, is
 //! logged and the row is looked at again on the next pass. While any reservation stays
 //! unresolved the sweep re-arms itself `check_interval` later, so no owner is blocked forever

@@ -1,12 +1,14 @@
 //! The fleet's SQL: free functions over a connection (reads) or an open transaction (writes),
 //! one per statement the fleet needs; what callers read (summaries, views, audit) is in
-//! [`reads`]. Every claim and every state change of a target is one
+//! `reads`. Every claim and every state change of a target is one
 //! conditional `UPDATE … WHERE <expected state>`; a result of `0` rows means the race was lost
 //! and is a normal outcome (SPEC §1.3).
 
 use clawdo_storage::rusqlite::{self, Connection, OptionalExtension as _, params};
 
+use super::actions::StageProgress;
 use super::api::{ActionKind, ActionStatus, NewAction, TargetStatus, TargetTicket};
+use super::slots::TargetRow;
 use crate::UnixMillis;
 
 mod reads;
@@ -15,36 +17,6 @@ pub(super) use reads::{audit, list, mean_duration, running_claims, stages, summa
 
 /// Actions whose targets may still be claimed.
 pub(super) const LIVE: &str = "('scheduled', 'running')";
-
-/// A target row, as the claim path needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TargetRow {
-    /// The action.
-    pub action_id: i64,
-    /// The instance.
-    pub instance_id: String,
-    /// Status.
-    pub status: TargetStatus,
-    /// Not before (scheduled time).
-    pub run_at: UnixMillis,
-    /// Not before (interactive-pressure deferral).
-    pub not_before: UnixMillis,
-    /// Total deferral so far, milliseconds.
-    pub deferred_ms: i64,
-    /// Run-now with force: bypasses stage order and the cap.
-    pub force: bool,
-}
-
-/// One stage of an action, as the promotion decision needs it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StageProgress {
-    /// Position.
-    pub index: u32,
-    /// Still `scheduled` (not completed or cancelled).
-    pub scheduled: bool,
-    /// Targets of the stage not terminal yet.
-    pub open: u64,
-}
 
 pub(super) fn target_row(conn: &Connection, id: i64) -> rusqlite::Result<Option<TargetRow>> {
     conn.prepare_cached(
