@@ -25,6 +25,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed bench set-up is a failed bench
 
+mod common;
+
 use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
@@ -183,11 +185,7 @@ fn verdict(ok: bool, factor: f64) -> String {
 }
 
 fn action_benches(c: &mut Criterion) {
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let tokio = common::tokio_runtime();
     let dir = tempfile::tempdir().unwrap();
     let n = targets();
     let (rt, ids) = tokio.block_on(async {

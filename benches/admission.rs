@@ -24,6 +24,8 @@
 // A bench that panics is a failed bench: unwrap/expect are the right reaction to a broken set-up.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -49,14 +51,6 @@ const PROVISIONS: usize = 2_000;
 const TARGET_PER_SEC: f64 = 20_000.0;
 /// Longest wait for all instances of `full_provision` to run.
 const RUN_WAIT: Duration = Duration::from_secs(120);
-
-fn build_tokio() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("build the tokio runtime")
-}
 
 struct Fixture {
     runtime: Runtime,
@@ -312,7 +306,7 @@ fn one_owner_race(c: &mut Criterion, tokio: &tokio::runtime::Runtime) {
 }
 
 fn admission_benches(c: &mut Criterion) {
-    let tokio = build_tokio();
+    let tokio = common::tokio_runtime();
     registry_admissions(c, &tokio);
     full_provision(&tokio);
     one_owner_race(c, &tokio);

@@ -45,6 +45,8 @@
 // A bench that panics is a failed bench: unwrap/expect are the right reaction to a broken set-up.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
 use std::hint::black_box;
 use std::ops::Range;
 use std::sync::Arc;
@@ -52,7 +54,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clawdo_actors::demo::{Counter, CounterReply, CounterRequest};
 use clawdo_actors::{Host, HostBuilder, HostConfig, ManualClock, Stub, UnixMillis};
-use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, SamplingMode, criterion_group, criterion_main};
 use futures::StreamExt;
 use tempfile::TempDir;
 use tokio::runtime::Runtime;
@@ -71,14 +74,6 @@ const BURST: usize = 1_000;
 const BURST_LEAD_MS: i64 = 250;
 /// Longest wait for alarms to fire after the last one was due.
 const ALARM_WAIT: Duration = Duration::from_secs(60);
-
-fn build_runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("build the tokio runtime")
-}
 
 /// A host over its own temporary data directory.
 struct Fixture {
@@ -216,14 +211,62 @@ fn timed_sequential(
     .expect("the timing task")
 }
 
-/// Per-operation durations of criterion's measured samples: the last `samples` calls of the
-/// routine (criterion calls it during warm-up first, then exactly `sample_size` times).
-fn measured(batches: &[Vec<Duration>], samples: usize) -> Vec<Duration> {
-    batches[batches.len().saturating_sub(samples)..]
-        .iter()
-        .flatten()
-        .copied()
-        .collect()
+/// The `runtime` benchmark group taking `samples` samples, after warming up for `warm_up`,
+/// over a measurement time of `measurement`.
+fn runtime_group(
+    c: &mut Criterion,
+    samples: usize,
+    warm_up: Duration,
+    measurement: Duration,
+) -> BenchmarkGroup<'_, WallTime> {
+    let mut group = c.benchmark_group("runtime");
+    group
+        .sample_size(samples)
+        .warm_up_time(warm_up)
+        .measurement_time(measurement);
+    group
+}
+
+/// The per-operation durations of every call of a bench's timing routine, for percentiles over
+/// criterion's measured samples.
+struct Batches {
+    /// The bench's sample size.
+    samples: usize,
+    /// One batch of durations per call of the routine, in order.
+    batches: Vec<Vec<Duration>>,
+}
+
+impl Batches {
+    /// No batches yet, for a bench of `samples` samples.
+    fn new(samples: usize) -> Batches {
+        Batches {
+            samples,
+            batches: Vec::new(),
+        }
+    }
+
+    /// Keeps the durations of one call of the routine; returns their total (what the routine
+    /// reports to criterion).
+    fn keep(&mut self, durations: Vec<Duration>) -> Duration {
+        let total = durations.iter().sum();
+        self.batches.push(durations);
+        total
+    }
+
+    /// Per-operation durations of criterion's measured samples: the last `samples` calls of
+    /// the routine (criterion calls it during warm-up first, then exactly `sample_size` times).
+    fn measured(&self) -> Vec<Duration> {
+        self.batches[self.batches.len().saturating_sub(self.samples)..]
+            .iter()
+            .flatten()
+            .copied()
+            .collect()
+    }
+
+    /// Percentiles of the measured samples; `None` when the bench was filtered out.
+    fn percentiles(&self) -> Option<Percentiles> {
+        percentiles(self.measured())
+    }
 }
 
 struct Percentiles {
@@ -294,12 +337,8 @@ fn resident_call(
 ) {
     const SAMPLES: usize = 20;
     let mut fixture: Option<(Fixture, Stub<Counter>)> = None;
-    let mut batches = Vec::new();
-    let mut group = c.benchmark_group("runtime");
-    group
-        .sample_size(SAMPLES)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    let mut batches = Batches::new(SAMPLES);
+    let mut group = runtime_group(c, SAMPLES, Duration::from_secs(1), Duration::from_secs(3));
     group.bench_function(name, |b| {
         let (_, stub) = fixture.get_or_insert_with(|| {
             rt.block_on(async {
@@ -312,16 +351,14 @@ fn resident_call(
         });
         b.iter_custom(|iters| {
             let samples = timed_sequential(rt, stub, iters, request);
-            let total = samples.iter().sum();
-            batches.push(samples);
-            total
+            batches.keep(samples)
         });
     });
     group.finish();
     if let Some((fixture, _)) = fixture {
         fixture.stop(rt);
     }
-    if let Some(p) = percentiles(measured(&batches, SAMPLES)) {
+    if let Some(p) = batches.percentiles() {
         println!(
             "FIGURE {name} p50={} p99={} max={} n={} (target p50<={}: {})",
             us(p.p50),
@@ -384,13 +421,9 @@ struct ColdFixture {
 fn cold_activation(c: &mut Criterion, rt: &Runtime) {
     const SAMPLES: usize = 10;
     let mut cold: Option<ColdFixture> = None;
-    let mut batches = Vec::new();
-    let mut group = c.benchmark_group("runtime");
-    group
-        .sample_size(SAMPLES)
-        .sampling_mode(SamplingMode::Flat)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    let mut batches = Batches::new(SAMPLES);
+    let mut group = runtime_group(c, SAMPLES, Duration::from_secs(1), Duration::from_secs(3));
+    group.sampling_mode(SamplingMode::Flat);
     group.bench_function("cold_activation", |b| {
         let cold = cold.get_or_insert_with(|| {
             rt.block_on(async {
@@ -429,9 +462,7 @@ fn cold_activation(c: &mut Criterion, rt: &Runtime) {
                 }))
                 .expect("the timing task");
             cold.cursor = cursor;
-            let total = samples.iter().sum();
-            batches.push(samples);
-            total
+            batches.keep(samples)
         });
     });
     group.finish();
@@ -439,7 +470,7 @@ fn cold_activation(c: &mut Criterion, rt: &Runtime) {
     if let Some(cold) = cold {
         cold.fixture.stop(rt);
     }
-    if let Some(p) = percentiles(measured(&batches, SAMPLES)) {
+    if let Some(p) = batches.percentiles() {
         let target = Duration::from_millis(1);
         println!(
             "FIGURE cold_activation p50={} p99={} max={} n={} activations={} (target p99<=1ms: {})",
@@ -584,13 +615,9 @@ async fn burst_round(fixture: &Fixture) -> Duration {
 fn alarms_100k(c: &mut Criterion, rt: &Runtime, many: &mut Option<Fixture>) {
     const SAMPLES: usize = 10;
     let mut burst: Option<Fixture> = None;
-    let mut batches = Vec::new();
-    let mut group = c.benchmark_group("runtime");
-    group
-        .sample_size(SAMPLES)
-        .sampling_mode(SamplingMode::Flat)
-        .warm_up_time(Duration::from_millis(1))
-        .measurement_time(Duration::from_secs(4));
+    let mut batches = Batches::new(SAMPLES);
+    let mut group = runtime_group(c, SAMPLES, Duration::from_millis(1), Duration::from_secs(4));
+    group.sampling_mode(SamplingMode::Flat);
     group.bench_function("alarms_100k", |b| {
         let fixture = burst.get_or_insert_with(|| {
             let population = many.take().unwrap_or_else(|| create_many(rt));
@@ -609,9 +636,7 @@ fn alarms_100k(c: &mut Criterion, rt: &Runtime, many: &mut Option<Fixture>) {
                 }
                 samples
             });
-            let total = samples.iter().sum();
-            batches.push(samples);
-            total
+            batches.keep(samples)
         });
     });
     group.finish();
@@ -619,7 +644,7 @@ fn alarms_100k(c: &mut Criterion, rt: &Runtime, many: &mut Option<Fixture>) {
     if let Some(fixture) = burst {
         fixture.stop(rt);
     }
-    if let (Some(p), Some(lateness)) = (percentiles(measured(&batches, SAMPLES)), lateness) {
+    if let (Some(p), Some(lateness)) = (batches.percentiles(), lateness) {
         println!(
             "FIGURE alarms_100k/burst_1k due-to-last-handled p50={} max={} rounds={} lateness \
              p50={}ms p99={}ms max={}ms (n={}, warm-up round included) (no target of its own)",
@@ -637,13 +662,14 @@ fn alarms_100k(c: &mut Criterion, rt: &Runtime, many: &mut Option<Fixture>) {
 /// `rss_100k_resident`: creates the shared counters into `many` and prints the RSS figure.
 fn rss_100k_resident(c: &mut Criterion, rt: &Runtime, many: &mut Option<Fixture>) {
     const SAMPLES: usize = 10;
-    let mut batches = Vec::new();
+    let mut batches = Batches::new(SAMPLES);
     let mut next = 0usize;
-    let mut group = c.benchmark_group("runtime");
-    group
-        .sample_size(SAMPLES)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
+    let mut group = runtime_group(
+        c,
+        SAMPLES,
+        Duration::from_millis(500),
+        Duration::from_secs(2),
+    );
     group.bench_function("rss_100k_resident", |b| {
         let fixture = many.get_or_insert_with(|| {
             let before = vm_rss_kib();
@@ -684,13 +710,11 @@ fn rss_100k_resident(c: &mut Criterion, rt: &Runtime, many: &mut Option<Fixture>
                     samples
                 }))
                 .expect("the timing task");
-            let total = samples.iter().sum();
-            batches.push(samples);
-            total
+            batches.keep(samples)
         });
     });
     group.finish();
-    if let Some(p) = percentiles(measured(&batches, SAMPLES)) {
+    if let Some(p) = batches.percentiles() {
         println!(
             "INFO rss_100k_resident: Get across 100000 residents p50={} p99={} max={} n={}",
             us(p.p50),
@@ -705,7 +729,7 @@ fn rss_100k_resident(c: &mut Criterion, rt: &Runtime, many: &mut Option<Fixture>
 /// `alarms_100k` reuses them (each creation pass takes minutes); it runs first, so the memory
 /// figure is taken on a process that has not yet allocated and freed a big population.
 fn runtime_benches(c: &mut Criterion) {
-    let rt = build_runtime();
+    let rt = common::tokio_runtime();
     warm_read(c, &rt);
     write_commit(c, &rt);
     cold_activation(c, &rt);

@@ -511,36 +511,20 @@ async fn get_scenario(load: &Load) -> anyhow::Result<String> {
         load.duration.as_secs(),
     );
 
-    let issued = Arc::new(AtomicU64::new(0));
-    let capacity = per_task_capacity(load);
-    let started = Instant::now();
-    let deadline = started + load.duration;
-    let mut tasks = Vec::with_capacity(load.concurrency);
-    for n in 0..load.concurrency {
+    let (results, started) = drive(load, |n, gate, mut result| {
         let mut client = load.client(n);
         let id = targets[n % targets.len()].clone();
-        let issued = Arc::clone(&issued);
-        let max_requests = load.max_requests;
-        tasks.push(tokio::spawn(async move {
-            let mut result = TaskResult::with_capacity(capacity);
-            while Instant::now() < deadline && issued.fetch_add(1, Ordering::Relaxed) < max_requests
-            {
+        async move {
+            while gate.next().is_some() {
                 let request = pb::GetInstanceRequest {
                     instance_id: id.clone(),
                 };
-                let start = Instant::now();
-                let answer = tokio::time::timeout(CALL_TIMEOUT, client.get(request)).await;
-                let elapsed = start.elapsed();
-                match answer {
-                    Ok(Ok(_)) => result.record(elapsed),
-                    Ok(Err(status)) => result.status(&status),
-                    Err(_) => result.timeout(),
-                }
+                timed(&mut result, client.get(request)).await;
             }
             result
-        }));
-    }
-    let results = join_all(tasks).await?;
+        }
+    })
+    .await?;
     let summary = Summary::merge(results, started.elapsed());
     summary.print("get");
 
@@ -565,23 +549,11 @@ async fn provision_scenario(load: &Load) -> anyhow::Result<String> {
         load.concurrency,
         load.duration.as_secs(),
     );
-    let issued = Arc::new(AtomicU64::new(0));
-    let capacity = per_task_capacity(load);
-    let started = Instant::now();
-    let deadline = started + load.duration;
-    let mut tasks = Vec::with_capacity(load.concurrency);
-    for n in 0..load.concurrency {
+    let (results, started) = drive(load, |n, gate, mut result| {
         let mut client = load.client(n);
-        let issued = Arc::clone(&issued);
-        let max_requests = load.max_requests;
         let run_tag = load.run_tag.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut result = TaskResult::with_capacity(capacity);
-            while Instant::now() < deadline {
-                let seq = issued.fetch_add(1, Ordering::Relaxed);
-                if seq >= max_requests {
-                    break;
-                }
+        async move {
+            while let Some(seq) = gate.next() {
                 let request = pb::ProvisionRequest {
                     owner: format!("user:lg-{run_tag}-{seq}"),
                     image_tag: None,
@@ -589,24 +561,15 @@ async fn provision_scenario(load: &Load) -> anyhow::Result<String> {
                     instance_id: None,
                     idempotency_key: Some(format!("lg-{run_tag}-{seq}")),
                 };
-                let start = Instant::now();
-                let answer = tokio::time::timeout(CALL_TIMEOUT, client.provision(request)).await;
-                let elapsed = start.elapsed();
-                match answer {
-                    Ok(Ok(answer)) => {
-                        result.record(elapsed);
-                        if let Some(instance) = answer.into_inner().instance {
-                            result.ids.push(instance.id);
-                        }
-                    }
-                    Ok(Err(status)) => result.status(&status),
-                    Err(_) => result.timeout(),
+                let answer = timed(&mut result, client.provision(request)).await;
+                if let Some(instance) = answer.and_then(|answer| answer.instance) {
+                    result.ids.push(instance.id);
                 }
             }
             result
-        }));
-    }
-    let results = join_all(tasks).await?;
+        }
+    })
+    .await?;
     let rpc_done = Instant::now();
     let mut summary = Summary::merge(results, rpc_done - started);
     summary.print("provision");
@@ -754,6 +717,77 @@ struct Round {
     failed: Vec<(String, pb::InstanceStatus, String)>,
     pending: Vec<String>,
     errors: TaskResult,
+}
+
+/// Lets the load's tasks issue calls until its duration has passed or it issued
+/// `max_requests` calls in all.
+#[derive(Clone)]
+struct Gate {
+    /// Calls issued so far, by every task.
+    issued: Arc<AtomicU64>,
+    /// When the load ends.
+    deadline: Instant,
+    /// Most calls in all.
+    max_requests: u64,
+}
+
+impl Gate {
+    /// The sequence number of the next call to issue, or `None` once the load is over.
+    fn next(&self) -> Option<u64> {
+        if Instant::now() >= self.deadline {
+            return None;
+        }
+        let seq = self.issued.fetch_add(1, Ordering::Relaxed);
+        (seq < self.max_requests).then_some(seq)
+    }
+}
+
+/// Runs the load: `load.concurrency` tasks, task `n` being `task(n, gate, result)`, which
+/// issues calls while the shared [`Gate`] lets it and records them in `result`; returns every
+/// task's result and when the load started.
+async fn drive<F, T>(load: &Load, task: F) -> anyhow::Result<(Vec<TaskResult>, Instant)>
+where
+    F: Fn(usize, Gate, TaskResult) -> T,
+    T: Future<Output = TaskResult> + Send + 'static,
+{
+    let capacity = per_task_capacity(load);
+    let started = Instant::now();
+    let gate = Gate {
+        issued: Arc::new(AtomicU64::new(0)),
+        deadline: started + load.duration,
+        max_requests: load.max_requests,
+    };
+    let mut tasks = Vec::with_capacity(load.concurrency);
+    for n in 0..load.concurrency {
+        let result = TaskResult::with_capacity(capacity);
+        tasks.push(tokio::spawn(task(n, gate.clone(), result)));
+    }
+    Ok((join_all(tasks).await?, started))
+}
+
+/// Makes one call of the load, bounded by [`CALL_TIMEOUT`], and records its latency or its
+/// failure in `result`; returns the answer of a successful call.
+async fn timed<T>(
+    result: &mut TaskResult,
+    call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Option<T> {
+    let start = Instant::now();
+    let answer = tokio::time::timeout(CALL_TIMEOUT, call).await;
+    let elapsed = start.elapsed();
+    match answer {
+        Ok(Ok(answer)) => {
+            result.record(elapsed);
+            Some(answer.into_inner())
+        }
+        Ok(Err(status)) => {
+            result.status(&status);
+            None
+        }
+        Err(_) => {
+            result.timeout();
+            None
+        }
+    }
 }
 
 /// Latency slots reserved per task up front (bounded, the vectors grow beyond it).

@@ -14,18 +14,23 @@ mod common;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use clawdo::Runtime;
 use clawdo::actors::ManualClock;
 use clawdo::actors::fleet::{
-    ActionDetail, ActionError, ActionKind, ActionStatus, ClaimReply, FLEET_ID, Fleet, FleetConfig,
-    FleetReply, FleetRequest, MAX_TARGETS, ScheduleSpec, StageSpec, TargetStatus, parse_run_at,
+    ActionDetail, ActionError, ActionKind, ActionStatus, ActionSummary, ClaimReply, FLEET_ID,
+    Fleet, FleetConfig, FleetReply, FleetRequest, MAX_TARGETS, ScheduleSpec, StageSpec,
+    TargetStatus, parse_run_at,
 };
 use clawdo::actors::instance::Status;
 use clawdo::actors::provider::sim::SimConfig;
 use clawdo::actors::provider::{LimiterConfig, Priority};
 use clawdo::instances::Caller;
-use common::eventually;
-use common::runtime::{T0, hanging, provision_running, runtime_with, started_events};
+use clawdo::{Runtime, RuntimeBuilder};
+use common::runtime::{
+    T0, advance, eventually_view, hang_restart, provision_running, set_sim, set_time, start_with,
+    started_events,
+};
+use common::{IN_PROCESS, eventually};
+use tempfile::TempDir;
 
 const HOUR: i64 = 3_600_000;
 
@@ -45,6 +50,41 @@ fn restart(targets: &[String], run_at: Option<i64>) -> ScheduleSpec {
         lease: None,
         targets: targets.to_vec(),
         stages: Vec::new(),
+    }
+}
+
+/// A runtime (see [`start_with`]) under the fleet cap `cap` with `n` running instances
+/// `<prefix>-<i>`; returns the data directory (keep it), the clock, the runtime and the ids.
+async fn running(
+    cap: usize,
+    prefix: &str,
+    n: usize,
+) -> (TempDir, ManualClock, Runtime, Vec<String>) {
+    running_with(cap, prefix, n, |b| b).await
+}
+
+/// Like [`running`], with the builder further adjusted by `configure`.
+async fn running_with(
+    cap: usize,
+    prefix: &str,
+    n: usize,
+    configure: impl FnOnce(RuntimeBuilder) -> RuntimeBuilder,
+) -> (TempDir, ManualClock, Runtime, Vec<String>) {
+    let (dir, clock, rt) = start_with(|b| configure(b.fleet_config(fleet(cap)))).await;
+    let ids = provision_running(&rt, prefix, n).await;
+    (dir, clock, rt, ids)
+}
+
+/// Schedules `spec` as `admin`; it must be accepted.
+async fn schedule(rt: &Runtime, spec: ScheduleSpec) -> ActionSummary {
+    rt.actions().schedule("admin", spec).await.unwrap()
+}
+
+/// Provider limits of `max_in_flight` calls at once, no rate limit.
+fn in_flight(max_in_flight: usize) -> LimiterConfig {
+    LimiterConfig {
+        max_in_flight: NonZeroUsize::new(max_in_flight).unwrap(),
+        rate_per_sec: None,
     }
 }
 
@@ -80,25 +120,18 @@ fn assert_consistent(d: &ActionDetail) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn targets_start_exactly_at_run_at_not_at_a_reconcile_tick() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let rt = runtime_with(tmp.path(), &clock, |b| b.fleet_config(fleet(2))).await;
-    let ids = provision_running(&rt, "exact", 3).await;
+    let (_tmp, clock, rt, ids) = running(2, "exact", 3).await;
     // Not on a reconcile boundary (reconcile runs every 5 min).
     let run_at = T0 + HOUR + 123_457;
-    let action = rt
-        .actions()
-        .schedule("admin", restart(&ids, Some(run_at)))
-        .await
-        .unwrap();
+    let action = schedule(&rt, restart(&ids, Some(run_at))).await;
     assert_eq!(action.status, ActionStatus::Scheduled);
     assert_eq!(action.counts.pending, 3);
     // Every instance shows the upcoming action once told.
     for id in &ids {
-        eventually("the banner", || async {
-            let v = rt.instances().get(&Caller::Admin, id).await.unwrap();
+        eventually_view(&rt, "the banner", id, |v| {
             v.upcoming_action
-                .filter(|u| u.action_id == action.id && u.run_at == run_at)
+                .as_ref()
+                .is_some_and(|u| u.action_id == action.id && u.run_at == run_at)
         })
         .await;
     }
@@ -106,14 +139,12 @@ async fn targets_start_exactly_at_run_at_not_at_a_reconcile_tick() {
     let mut t = T0;
     while t < run_at - 1 {
         t = (t + 300_000).min(run_at - 1);
-        clock.set(t);
-        rt.host().settle_alarms().await.unwrap();
+        set_time(&rt, &clock, t).await;
     }
     let d = detail(&rt, action.id).await;
     assert_eq!(d.action.status, ActionStatus::Scheduled, "{d:#?}");
     assert!(d.targets.iter().all(|t| t.status == TargetStatus::Pending));
-    clock.set(run_at);
-    rt.host().settle_alarms().await.unwrap();
+    set_time(&rt, &clock, run_at).await;
     let d = finished(&rt, action.id).await;
     assert_eq!(d.action.status, ActionStatus::Completed);
     assert_eq!(d.action.counts.applied, 3, "{d:#?}");
@@ -136,11 +167,8 @@ async fn targets_start_exactly_at_run_at_not_at_a_reconcile_tick() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cap_is_never_exceeded_under_errors_hangs_and_latency() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
     let cap = 2;
-    let rt = runtime_with(tmp.path(), &clock, |b| b.fleet_config(fleet(cap))).await;
-    let ids = provision_running(&rt, "cap", 12).await;
+    let (_tmp, clock, rt, ids) = running(cap, "cap", 12).await;
     let sim = rt.sim().unwrap().clone();
     sim.reset_peak();
     sim.set_config(SimConfig {
@@ -152,7 +180,7 @@ async fn the_cap_is_never_exceeded_under_errors_hangs_and_latency() {
     .unwrap();
     let mut spec = restart(&ids, Some(T0));
     spec.lease = Some(Duration::from_secs(60));
-    let action = rt.actions().schedule("admin", spec).await.unwrap();
+    let action = schedule(&rt, spec).await;
     let mut peak_slots = 0;
     let mut rounds = 0;
     let d = loop {
@@ -169,8 +197,7 @@ async fn the_cap_is_never_exceeded_under_errors_hangs_and_latency() {
         }
         rounds += 1;
         assert!(rounds < 60, "the action never finished: {d:#?}");
-        clock.advance(Duration::from_secs(61));
-        rt.host().settle_alarms().await.unwrap();
+        advance(&rt, &clock, Duration::from_secs(61)).await;
     };
     assert_consistent(&d);
     assert_eq!(d.action.counts.terminal(), 12);
@@ -195,27 +222,22 @@ async fn the_cap_is_never_exceeded_under_errors_hangs_and_latency() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_lease_frees_the_slot_of_a_hung_call_and_the_next_target_runs() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let rt = runtime_with(tmp.path(), &clock, |b| b.fleet_config(fleet(1))).await;
-    let ids = provision_running(&rt, "hung", 2).await;
-    let sim = rt.sim().unwrap().clone();
-    let restarts_before = sim.calls().restart_machine;
-    sim.set_config(hanging()).unwrap();
+    let (_tmp, clock, rt, ids) = running(1, "hung", 2).await;
     let mut spec = restart(&ids, None);
     spec.lease = Some(Duration::from_secs(120));
-    let action = rt.actions().schedule("admin", spec).await.unwrap();
     // The first target holds the only slot; its call hangs at the provider.
-    eventually("the hung call", || async {
-        (sim.calls().restart_machine > restarts_before).then_some(())
-    })
+    let action = hang_restart(
+        rt.sim().unwrap(),
+        IN_PROCESS,
+        "the hung call",
+        schedule(&rt, spec),
+    )
     .await;
     let d = detail(&rt, action.id).await;
     assert_eq!(d.action.counts.running, 1, "{d:#?}");
     assert_eq!(d.action.counts.pending, 1, "the cap holds the second back");
-    sim.set_config(SimConfig::default()).unwrap();
-    clock.advance(Duration::from_secs(121));
-    rt.host().settle_alarms().await.unwrap();
+    set_sim(&rt, SimConfig::default());
+    advance(&rt, &clock, Duration::from_secs(121)).await;
     let d = finished(&rt, action.id).await;
     assert_consistent(&d);
     // Whichever target claimed the slot first hung and was reaped; the other then ran.
@@ -233,19 +255,12 @@ async fn an_expired_lease_frees_the_slot_of_a_hung_call_and_the_next_target_runs
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_claim_cancel_and_complete_on_one_target_end_consistent() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let rt = runtime_with(tmp.path(), &clock, |b| b.fleet_config(fleet(4))).await;
-    let ids = provision_running(&rt, "race", 1).await;
+    let (_tmp, clock, rt, ids) = running(4, "race", 1).await;
     let id = ids[0].clone();
     let host = rt.host().clone();
     let api = rt.actions();
     for round in 0..12 {
-        let action = rt
-            .actions()
-            .schedule("admin", restart(&ids, None))
-            .await
-            .unwrap();
+        let action = schedule(&rt, restart(&ids, None)).await;
         let target_id = detail(&rt, action.id).await.targets[0].id;
         let fleet = host.get::<Fleet>(FLEET_ID).unwrap();
         let claim = fleet.call(FleetRequest::Claim {
@@ -281,17 +296,15 @@ async fn racing_claim_cancel_and_complete_on_one_target_end_consistent() {
                 (v.operation.is_none() || d.action.counts.running == 0).then_some(())
             })
             .await;
-            clock.advance(Duration::from_secs(1_201));
-            rt.host().settle_alarms().await.unwrap();
+            advance(&rt, &clock, Duration::from_secs(1_201)).await;
         }
         let d = finished(&rt, action.id).await;
         assert_consistent(&d);
         assert!(d.targets[0].status.is_terminal(), "round {round}: {d:#?}");
         assert_eq!(rt.stats().fleet.slots_in_use, 0);
         // Let the instance settle before the next round schedules it again.
-        eventually("the instance to settle", || async {
-            let v = rt.instances().get(&Caller::Admin, &id).await.unwrap();
-            (v.operation.is_none() && v.upcoming_action.is_none()).then_some(())
+        eventually_view(&rt, "the instance to settle", &id, |v| {
+            v.operation.is_none() && v.upcoming_action.is_none()
         })
         .await;
         if rt
@@ -303,11 +316,7 @@ async fn racing_claim_cancel_and_complete_on_one_target_end_consistent() {
             != Status::Running
         {
             rt.instances().start(&Caller::Admin, &id).await.unwrap();
-            eventually("restarted", || async {
-                let v = rt.instances().get(&Caller::Admin, &id).await.unwrap();
-                (v.status == Status::Running).then_some(())
-            })
-            .await;
+            eventually_view(&rt, "restarted", &id, |v| v.status == Status::Running).await;
         }
     }
     rt.shutdown(Duration::from_secs(10)).await.unwrap();
@@ -315,15 +324,9 @@ async fn racing_claim_cancel_and_complete_on_one_target_end_consistent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_an_action_or_one_target_and_the_banner_goes() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let rt = runtime_with(tmp.path(), &clock, |b| b.fleet_config(fleet(2))).await;
-    let ids = provision_running(&rt, "cancel", 3).await;
+    let (_tmp, clock, rt, ids) = running(2, "cancel", 3).await;
     let actions = rt.actions();
-    let action = actions
-        .schedule("admin", restart(&ids, Some(T0 + HOUR)))
-        .await
-        .unwrap();
+    let action = schedule(&rt, restart(&ids, Some(T0 + HOUR))).await;
     let d = detail(&rt, action.id).await;
     let banner = |id: String| {
         let rt = &rt;
@@ -365,8 +368,7 @@ async fn cancel_an_action_or_one_target_and_the_banner_goes() {
         Err(ActionError::WrongStatus { .. })
     ));
     // Nothing runs at the old run_at.
-    clock.set(T0 + HOUR);
-    rt.host().settle_alarms().await.unwrap();
+    set_time(&rt, &clock, T0 + HOUR).await;
     let d = detail(&rt, action.id).await;
     assert_consistent(&d);
     assert!(
@@ -375,10 +377,7 @@ async fn cancel_an_action_or_one_target_and_the_banner_goes() {
             .all(|t| t.status == TargetStatus::Cancelled)
     );
     // All targets cancelled one by one: the promotion sweep completes the action.
-    let action = actions
-        .schedule("admin", restart(&ids, Some(T0 + 2 * HOUR)))
-        .await
-        .unwrap();
+    let action = schedule(&rt, restart(&ids, Some(T0 + 2 * HOUR))).await;
     for t in detail(&rt, action.id).await.targets {
         actions.cancel_target(action.id, t.id).await.unwrap();
     }
@@ -391,17 +390,13 @@ async fn cancel_an_action_or_one_target_and_the_banner_goes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stages_run_in_order_and_version_changes_skip_pinned_instances() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let rt = runtime_with(tmp.path(), &clock, |b| b.fleet_config(fleet(4))).await;
-    let ids = provision_running(&rt, "stage", 4).await;
+    let (_tmp, clock, rt, ids) = running(4, "stage", 4).await;
     rt.instances()
         .change_version(&Caller::Admin, &ids[3], "claw:1", Some(true))
         .await
         .unwrap();
-    eventually("pinned", || async {
-        let v = rt.instances().get(&Caller::Admin, &ids[3]).await.unwrap();
-        (v.pinned && v.status == Status::Running).then_some(())
+    eventually_view(&rt, "pinned", &ids[3], |v| {
+        v.pinned && v.status == Status::Running
     })
     .await;
     let spec = ScheduleSpec {
@@ -424,9 +419,8 @@ async fn stages_run_in_order_and_version_changes_skip_pinned_instances() {
             },
         ],
     };
-    let action = rt.actions().schedule("admin", spec).await.unwrap();
-    clock.set(T0 + 1_000);
-    rt.host().settle_alarms().await.unwrap();
+    let action = schedule(&rt, spec).await;
+    set_time(&rt, &clock, T0 + 1_000).await;
     let d = finished(&rt, action.id).await;
     assert_consistent(&d);
     assert_eq!(d.stages.len(), 2);
@@ -454,28 +448,16 @@ async fn stages_run_in_order_and_version_changes_skip_pinned_instances() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_now_honours_the_cap_and_force_bypasses_it_with_an_audit_row() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let rt = runtime_with(tmp.path(), &clock, |b| b.fleet_config(fleet(1))).await;
-    let ids = provision_running(&rt, "now", 2).await;
-    let sim = rt.sim().unwrap().clone();
-    let before = sim.calls().restart_machine;
-    sim.set_config(hanging()).unwrap();
-    let busy = rt
-        .actions()
-        .schedule("admin", restart(&ids[..1], None))
-        .await
-        .unwrap();
-    eventually("the hung call", || async {
-        (sim.calls().restart_machine > before).then_some(())
-    })
+    let (_tmp, clock, rt, ids) = running(1, "now", 2).await;
+    let busy = hang_restart(
+        rt.sim().unwrap(),
+        IN_PROCESS,
+        "the hung call",
+        schedule(&rt, restart(&ids[..1], None)),
+    )
     .await;
-    sim.set_config(SimConfig::default()).unwrap();
-    let later = rt
-        .actions()
-        .schedule("admin", restart(&ids[1..], Some(T0 + HOUR)))
-        .await
-        .unwrap();
+    set_sim(&rt, SimConfig::default());
+    let later = schedule(&rt, restart(&ids[1..], Some(T0 + HOUR))).await;
     match rt
         .actions()
         .run_now("ops@admin", later.id, None, false)
@@ -508,25 +490,15 @@ async fn run_now_honours_the_cap_and_force_bypasses_it_with_an_audit_row() {
     assert!(audit[0].detail.contains(&format!("action {}", later.id)));
     // The hung one still holds its slot; its lease frees it.
     assert_eq!(detail(&rt, busy.id).await.action.counts.running, 1);
-    clock.advance(Duration::from_secs(1_201));
-    rt.host().settle_alarms().await.unwrap();
+    advance(&rt, &clock, Duration::from_secs(1_201)).await;
     finished(&rt, busy.id).await;
     rt.shutdown(Duration::from_secs(10)).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interactive_pressure_defers_claims_but_never_past_the_bound() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let limits = LimiterConfig {
-        max_in_flight: NonZeroUsize::MIN,
-        rate_per_sec: None,
-    };
-    let rt = runtime_with(tmp.path(), &clock, |b| {
-        b.fleet_config(fleet(2)).provider_limits(limits)
-    })
-    .await;
-    let ids = provision_running(&rt, "pressure", 1).await;
+    let (_tmp, clock, rt, ids) =
+        running_with(2, "pressure", 1, |b| b.provider_limits(in_flight(1))).await;
     let limiter = rt.provider().limiter().clone();
     // Saturate the limiter and queue an interactive caller behind it.
     let held = limiter.acquire(Priority::Interactive).await;
@@ -540,11 +512,7 @@ async fn interactive_pressure_defers_claims_but_never_past_the_bound() {
         limiter.interactive_waiting().then_some(())
     })
     .await;
-    let action = rt
-        .actions()
-        .schedule("admin", restart(&ids, None))
-        .await
-        .unwrap();
+    let action = schedule(&rt, restart(&ids, None)).await;
     let deferred = |want: i64| {
         let rt = &rt;
         async move {
@@ -555,14 +523,12 @@ async fn interactive_pressure_defers_claims_but_never_past_the_bound() {
     };
     eventually("the first deferral", || deferred(30_000)).await;
     for step in 2..=20 {
-        clock.advance(Duration::from_secs(30));
-        rt.host().settle_alarms().await.unwrap();
+        advance(&rt, &clock, Duration::from_secs(30)).await;
         eventually("the next deferral", || deferred(step * 30_000)).await;
     }
     assert!(rt.stats().fleet.deferred_claims >= 20);
     // Ten minutes deferred in total: the claim goes through although users still wait.
-    clock.advance(Duration::from_secs(30));
-    rt.host().settle_alarms().await.unwrap();
+    advance(&rt, &clock, Duration::from_secs(30)).await;
     assert!(limiter.interactive_waiting());
     let d = detail(&rt, action.id).await;
     assert_eq!(d.targets[0].status, TargetStatus::Running, "{d:#?}");
@@ -576,30 +542,17 @@ async fn interactive_pressure_defers_claims_but_never_past_the_bound() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interactive_calls_during_a_bulk_action_are_served_first() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
     // Two provider slots and a fleet cap of four: scheduled calls hold both slots and more
     // scheduled calls queue behind them at the limiter.
-    let limits = LimiterConfig {
-        max_in_flight: NonZeroUsize::new(2).unwrap(),
-        rate_per_sec: None,
-    };
-    let rt = runtime_with(tmp.path(), &clock, |b| {
-        b.fleet_config(fleet(4)).provider_limits(limits)
-    })
-    .await;
-    let ids = provision_running(&rt, "bulk", 10).await;
+    let (_tmp, clock, rt, ids) =
+        running_with(4, "bulk", 10, |b| b.provider_limits(in_flight(2))).await;
     let sim = rt.sim().unwrap().clone();
     sim.set_config(SimConfig {
         latency_ms: 40,
         ..SimConfig::default()
     })
     .unwrap();
-    let action = rt
-        .actions()
-        .schedule("admin", restart(&ids, None))
-        .await
-        .unwrap();
+    let action = schedule(&rt, restart(&ids, None)).await;
     let limiter = rt.provider().limiter().clone();
     eventually(
         "scheduled calls to hold the provider with more queued",
@@ -634,8 +587,7 @@ async fn interactive_calls_during_a_bulk_action_are_served_first() {
         }
         rounds += 1;
         assert!(rounds < 400, "{d:#?}");
-        clock.advance(Duration::from_secs(30));
-        rt.host().settle_alarms().await.unwrap();
+        advance(&rt, &clock, Duration::from_secs(30)).await;
         // Claims made by those alarms run their provider calls; wait for their outcomes.
         eventually("the claimed targets to finish", || async {
             (detail(&rt, action.id).await.action.counts.running == 0).then_some(())
@@ -649,10 +601,7 @@ async fn interactive_calls_during_a_bulk_action_are_served_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_typed_errors_and_writes_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let rt = runtime_with(tmp.path(), &clock, |b| b.fleet_config(fleet(2))).await;
-    let ids = provision_running(&rt, "bad", 2).await;
+    let (_tmp, _clock, rt, ids) = running(2, "bad", 2).await;
     let actions = rt.actions();
     fn invalid<T: std::fmt::Debug>(r: Result<T, ActionError>, field: &str) {
         match r {
@@ -708,10 +657,7 @@ async fn bad_input_gets_typed_errors_and_writes_nothing() {
         "nothing written"
     );
     // A conflicting schedule is refused whole.
-    let first = actions
-        .schedule("admin", restart(&ids[..1], Some(T0 + HOUR)))
-        .await
-        .unwrap();
+    let first = schedule(&rt, restart(&ids[..1], Some(T0 + HOUR))).await;
     assert_eq!(
         actions
             .schedule("admin", restart(&ids, Some(T0 + HOUR)))
@@ -731,56 +677,36 @@ async fn bad_input_gets_typed_errors_and_writes_nothing() {
         .destroy(&Caller::Admin, &ids[1])
         .await
         .unwrap();
-    eventually("destroyed", || async {
-        let v = rt.instances().get(&Caller::Admin, &ids[1]).await.unwrap();
-        (v.status == Status::Destroyed).then_some(())
-    })
-    .await;
+    eventually_view(&rt, "destroyed", &ids[1], |v| v.status == Status::Destroyed).await;
     assert_eq!(
         actions.schedule("admin", restart(&ids[1..], None)).await,
         Err(ActionError::AllDestroyed)
     );
     assert_eq!(actions.list(None, 100).await.unwrap().len(), 1);
     actions.cancel(first.id).await.unwrap();
-    let kept = actions
-        .schedule("admin", restart(&ids, Some(T0 + HOUR)))
-        .await
-        .unwrap();
+    let kept = schedule(&rt, restart(&ids, Some(T0 + HOUR))).await;
     assert_eq!(kept.counts.total, 1, "the destroyed instance was dropped");
     rt.shutdown(Duration::from_secs(10)).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_instance_applies_its_target_when_its_own_operation_ends() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let rt = runtime_with(tmp.path(), &clock, |b| b.fleet_config(fleet(1))).await;
-    let ids = provision_running(&rt, "busy", 1).await;
-    let sim = rt.sim().unwrap().clone();
-    let before = sim.calls().restart_machine;
-    sim.set_config(hanging()).unwrap();
+    let (_tmp, clock, rt, ids) = running(1, "busy", 1).await;
     // The user's own restart hangs: the instance is busy until its operation lease ends.
-    rt.instances()
-        .restart(&Caller::Admin, &ids[0])
-        .await
-        .unwrap();
-    eventually("the user's hung call", || async {
-        (sim.calls().restart_machine > before).then_some(())
-    })
+    hang_restart(
+        rt.sim().unwrap(),
+        IN_PROCESS,
+        "the user's hung call",
+        async {
+            rt.instances()
+                .restart(&Caller::Admin, &ids[0])
+                .await
+                .unwrap()
+        },
+    )
     .await;
-    let action = rt
-        .actions()
-        .schedule("admin", restart(&ids, None))
-        .await
-        .unwrap();
-    eventually("the banner", || async {
-        rt.instances()
-            .get(&Caller::Admin, &ids[0])
-            .await
-            .unwrap()
-            .upcoming_action
-    })
-    .await;
+    let action = schedule(&rt, restart(&ids, None)).await;
+    eventually_view(&rt, "the banner", &ids[0], |v| v.upcoming_action.is_some()).await;
     rt.host().settle_alarms().await.unwrap();
     let d = detail(&rt, action.id).await;
     assert_eq!(
@@ -795,8 +721,7 @@ async fn a_busy_instance_applies_its_target_when_its_own_operation_ends() {
     );
     // The user's operation ends (lease expired: the machine is stopped), the target is tried
     // at once and skipped, since a stopped instance is not restarted by the fleet.
-    clock.advance(Duration::from_secs(601));
-    rt.host().settle_alarms().await.unwrap();
+    advance(&rt, &clock, Duration::from_secs(601)).await;
     let d = finished(&rt, action.id).await;
     assert_eq!(d.targets[0].status, TargetStatus::Skipped, "{d:#?}");
     assert_eq!(

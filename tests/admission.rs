@@ -19,7 +19,7 @@ use clawdo::actors::registry::{
 };
 use clawdo::instances::{Caller, Provisioned};
 use common::runtime::{
-    T0, failing, hanging, live_machines, runtime, runtime_with, set_sim, spec_with_key, wait_for,
+    advance, failing, hanging, live_machines, set_sim, spec_with_key, start, start_with, wait_for,
 };
 
 /// Wait (bounded) until `owner`'s reservation `id` has `status` (the instance reports to its
@@ -43,13 +43,8 @@ async fn wait_reservation(runtime: &Runtime, owner: &str, id: u64, status: Reser
 /// left hanging.
 async fn fail_closed(rt: &Runtime, clock: &ManualClock, owner: &str) -> String {
     set_sim(rt, hanging());
-    let hung = rt
-        .instances()
-        .provision(&Caller::Admin, spec_with_key(owner, "first"))
-        .await
-        .unwrap();
-    clock.advance(Duration::from_secs(600)); // the operation's lease
-    rt.host().settle_alarms().await.unwrap();
+    let hung = provision(rt, owner, "first").await;
+    advance(rt, clock, Duration::from_secs(600)).await; // the operation's lease
     wait_for(rt, &hung.instance.id, Status::Stopped).await;
     wait_reservation(
         rt,
@@ -88,6 +83,23 @@ async fn race(
         .collect()
 }
 
+/// Provisions for `owner` under the idempotency key `key`; the provision must be answered.
+async fn provision(rt: &Runtime, owner: &str, key: &str) -> Provisioned {
+    rt.instances()
+        .provision(&Caller::Admin, spec_with_key(owner, key))
+        .await
+        .unwrap()
+}
+
+/// Provisions for `owner` under `key`, which must create a new instance, and waits until it
+/// runs; returns its id.
+async fn provision_new(rt: &Runtime, owner: &str, key: &str) -> String {
+    let p = provision(rt, owner, key).await;
+    assert!(p.created);
+    wait_for(rt, &p.instance.id, Status::Running).await;
+    p.instance.id
+}
+
 async fn registry(runtime: &Runtime, owner: &str, request: RegistryRequest) -> RegistryReply {
     runtime
         .host()
@@ -101,10 +113,7 @@ async fn registry(runtime: &Runtime, owner: &str, request: RegistryRequest) -> R
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_racing_provisions_with_distinct_keys_make_one_machine() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let rt = runtime(tmp.path(), &clock).await;
-    let api = rt.instances();
+    let (_tmp, _clock, rt) = start().await;
     let results = race(&rt, "user:race", |i| format!("k-{i}")).await;
     let winners: Vec<&Provisioned> = results
         .iter()
@@ -145,10 +154,7 @@ async fn sixty_four_racing_provisions_with_distinct_keys_make_one_machine() {
     assert_eq!(rt.sim().unwrap().machines_created(), 1);
     assert_eq!(live_machines(&rt, "user:race").len(), 1);
     // Afterwards every new key gets the existing instance, and still no machine is made.
-    let later = api
-        .provision(&Caller::Admin, spec_with_key("user:race", "k-later"))
-        .await
-        .unwrap();
+    let later = provision(&rt, "user:race", "k-later").await;
     assert_eq!((later.instance.id, later.created), (winner, false));
     assert_eq!(rt.sim().unwrap().machines_created(), 1);
     rt.shutdown(Duration::from_secs(5)).await.unwrap();
@@ -156,9 +162,7 @@ async fn sixty_four_racing_provisions_with_distinct_keys_make_one_machine() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_retries_with_one_key_all_get_the_same_instance() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let rt = runtime(tmp.path(), &clock).await;
+    let (_tmp, _clock, rt) = start().await;
     let api = rt.instances();
     let results: Vec<Provisioned> = race(&rt, "user:same", |_| "the-key".into())
         .await
@@ -183,46 +187,29 @@ async fn sixty_four_retries_with_one_key_all_get_the_same_instance() {
         api.provision(&Caller::Admin, other).await,
         Err(InstanceError::IdempotencyKeyReused("the-key".into()))
     );
-    let again = api
-        .provision(&Caller::Admin, spec_with_key("user:same", "the-key"))
-        .await
-        .unwrap();
+    let again = provision(&rt, "user:same", "the-key").await;
     assert_eq!((again.instance.id, again.created), (id, false));
     rt.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn org_owners_have_their_own_limit_and_clean_up_only_their_key() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
     let config = RegistryConfig {
         org_instance_limit: 2,
         ..RegistryConfig::default()
     };
-    let rt = runtime_with(tmp.path(), &clock, |b| b.registry_config(config)).await;
+    let (_tmp, _clock, rt) = start_with(|b| b.registry_config(config)).await;
     let api = rt.instances();
     let admin = Caller::Admin;
 
-    let user = api
-        .provision(&admin, spec_with_key("user:acme", "u-1"))
-        .await
-        .unwrap();
+    let user = provision(&rt, "user:acme", "u-1").await;
     wait_for(&rt, &user.instance.id, Status::Running).await;
     let mut org = Vec::new();
     for key in ["o-1", "o-2"] {
-        let p = api
-            .provision(&admin, spec_with_key("org:acme", key))
-            .await
-            .unwrap();
-        assert!(p.created);
-        wait_for(&rt, &p.instance.id, Status::Running).await;
-        org.push(p.instance.id);
+        org.push(provision_new(&rt, "org:acme", key).await);
     }
     // At the limit: the oldest instance comes back and nothing is made.
-    let full = api
-        .provision(&admin, spec_with_key("org:acme", "o-3"))
-        .await
-        .unwrap();
+    let full = provision(&rt, "org:acme", "o-3").await;
     assert_eq!(
         (full.instance.id.as_str(), full.created),
         (org[0].as_str(), false)
@@ -232,10 +219,7 @@ async fn org_owners_have_their_own_limit_and_clean_up_only_their_key() {
     // Destroying an org instance frees one place in the org, and touches no user route.
     api.destroy(&admin, &org[0]).await.unwrap();
     wait_for(&rt, &org[0], Status::Destroyed).await;
-    let next = api
-        .provision(&admin, spec_with_key("org:acme", "o-4"))
-        .await
-        .unwrap();
+    let next = provision(&rt, "org:acme", "o-4").await;
     assert!(next.created);
     let user_page = api.list(&admin, Some("user:acme"), None, 10).await.unwrap();
     assert_eq!(
@@ -251,15 +235,10 @@ async fn org_owners_have_their_own_limit_and_clean_up_only_their_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_before_infrastructure_is_released_and_retryable_at_once() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let rt = runtime(tmp.path(), &clock).await;
+    let (_tmp, _clock, rt) = start().await;
     let api = rt.instances();
     set_sim(&rt, failing());
-    let failed = api
-        .provision(&Caller::Admin, spec_with_key("user:f", "first"))
-        .await
-        .unwrap();
+    let failed = provision(&rt, "user:f", "first").await;
     wait_for(&rt, &failed.instance.id, Status::Destroyed).await;
     wait_reservation(&rt, "user:f", 1, ReservationStatus::Released).await;
     let reservation = api.reservation("user:f", 1).await.unwrap();
@@ -281,21 +260,14 @@ async fn a_failure_before_infrastructure_is_released_and_retryable_at_once() {
         other => panic!("expected ProvisionReleased, got {other:?}"),
     }
     set_sim(&rt, SimConfig::default());
-    let retry = api
-        .provision(&Caller::Admin, spec_with_key("user:f", "second"))
-        .await
-        .unwrap();
-    assert!(retry.created);
-    wait_for(&rt, &retry.instance.id, Status::Running).await;
+    provision_new(&rt, "user:f", "second").await;
     assert_eq!(rt.sim().unwrap().machines_created(), 1);
     rt.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_after_infrastructure_may_exist_fails_closed_until_the_alarm_cleans_up() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let rt = runtime(tmp.path(), &clock).await;
+    let (_tmp, clock, rt) = start().await;
     let api = rt.instances();
     // The provider never answers: whatever it did is unknown.
     let id = fail_closed(&rt, &clock, "user:h").await;
@@ -310,10 +282,7 @@ async fn a_failure_after_infrastructure_may_exist_fails_closed_until_the_alarm_c
         }
         other => panic!("expected ProvisionCompletionPending, got {other:?}"),
     }
-    let same = api
-        .provision(&Caller::Admin, spec_with_key("user:h", "first"))
-        .await
-        .unwrap();
+    let same = provision(&rt, "user:h", "first").await;
     assert_eq!(
         (
             same.instance.id.as_str(),
@@ -329,25 +298,17 @@ async fn a_failure_after_infrastructure_may_exist_fails_closed_until_the_alarm_c
 
     // The registry's alarm has the instance destroyed; the destroy releases the reservation.
     set_sim(&rt, SimConfig::default());
-    clock.advance(Duration::from_secs(120));
-    rt.host().settle_alarms().await.unwrap();
+    advance(&rt, &clock, Duration::from_secs(120)).await;
     wait_for(&rt, &id, Status::Destroyed).await;
     wait_reservation(&rt, "user:h", 1, ReservationStatus::Released).await;
-    let next = api
-        .provision(&Caller::Admin, spec_with_key("user:h", "second"))
-        .await
-        .unwrap();
-    assert!(next.created);
-    wait_for(&rt, &next.instance.id, Status::Running).await;
+    provision_new(&rt, "user:h", "second").await;
     assert_eq!(live_machines(&rt, "user:h").len(), 1);
     rt.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_admission_is_fenced_and_released_by_the_alarm() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let rt = runtime(tmp.path(), &clock).await;
+    let (_tmp, clock, rt) = start().await;
     let api = rt.instances();
     // A caller admitted and then vanished (its process died before telling the instance).
     let begun = registry(
@@ -370,8 +331,7 @@ async fn a_stale_admission_is_fenced_and_released_by_the_alarm() {
         Err(InstanceError::ProvisionInProgress { .. })
     ));
 
-    clock.advance(Duration::from_secs(61));
-    rt.host().settle_alarms().await.unwrap();
+    advance(&rt, &clock, Duration::from_secs(61)).await;
     let released = api.reservation("user:s", 1).await.unwrap();
     assert_eq!(released.status, ReservationStatus::Released);
     // The instance was fenced: the vanished caller's retry cannot create it any more.
@@ -388,12 +348,7 @@ async fn a_stale_admission_is_fenced_and_released_by_the_alarm() {
         api.get(&Caller::Admin, "inst-lost").await.unwrap().status,
         Status::Destroyed
     );
-    let next = api
-        .provision(&Caller::Admin, spec_with_key("user:s", "other"))
-        .await
-        .unwrap();
-    assert!(next.created);
-    wait_for(&rt, &next.instance.id, Status::Running).await;
+    provision_new(&rt, "user:s", "other").await;
     assert_eq!(
         rt.sim().unwrap().calls().create_volume,
         1,
@@ -404,9 +359,7 @@ async fn a_stale_admission_is_fenced_and_released_by_the_alarm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_completion_after_destroy_is_rejected_and_revives_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let rt = runtime(tmp.path(), &clock).await;
+    let (_tmp, clock, rt) = start().await;
     let api = rt.instances();
     // A provision fails closed (hung provider, lease expired), then the owner destroys it.
     let id = fail_closed(&rt, &clock, "user:d").await;
@@ -438,25 +391,23 @@ async fn a_late_completion_after_destroy_is_rejected_and_revives_nothing() {
     );
 
     // A completed provision whose instance is destroyed: a repeated completion is a no-op.
-    let ok = api
-        .provision(&Caller::Admin, spec_with_key("user:d", "second"))
-        .await
-        .unwrap();
+    let ok = provision(&rt, "user:d", "second").await;
     wait_for(&rt, &ok.instance.id, Status::Running).await;
     wait_reservation(&rt, "user:d", 2, ReservationStatus::Completed).await;
     api.destroy(&Caller::Admin, &ok.instance.id).await.unwrap();
     wait_for(&rt, &ok.instance.id, Status::Destroyed).await;
-    let repeated = registry(
-        &rt,
-        "user:d",
-        RegistryRequest::Complete {
-            reservation: 2,
-            instance_id: ok.instance.id.clone(),
-        },
-    )
-    .await;
+    let complete_again = || {
+        registry(
+            &rt,
+            "user:d",
+            RegistryRequest::Complete {
+                reservation: 2,
+                instance_id: ok.instance.id.clone(),
+            },
+        )
+    };
     assert_eq!(
-        repeated,
+        complete_again().await,
         RegistryReply::Completion(Completion::AlreadyCompleted)
     );
     // The destroy report (sent from a task) removes the route; the repeat did not revive it.
@@ -477,35 +428,19 @@ async fn a_late_completion_after_destroy_is_rejected_and_revives_nothing() {
     })
     .await
     .expect("the destroyed instance's route is removed");
-    let repeated = registry(
-        &rt,
-        "user:d",
-        RegistryRequest::Complete {
-            reservation: 2,
-            instance_id: ok.instance.id.clone(),
-        },
-    )
-    .await;
     assert_eq!(
-        repeated,
+        complete_again().await,
         RegistryReply::Completion(Completion::AlreadyCompleted)
     );
     assert_eq!(routes().await, RegistryReply::Routes(Vec::new()));
     // And the owner is free to provision again.
-    assert!(
-        api.provision(&Caller::Admin, spec_with_key("user:d", "third"))
-            .await
-            .unwrap()
-            .created
-    );
+    assert!(provision(&rt, "user:d", "third").await.created);
     rt.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_provision_input_is_refused_and_writes_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let rt = runtime(tmp.path(), &clock).await;
+    let (_tmp, _clock, rt) = start().await;
     let api = rt.instances();
     for key in ["", "has space", "slash/key", &"k".repeat(129)] {
         match api

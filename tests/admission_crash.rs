@@ -21,7 +21,7 @@ use clawdo::actors::instance::{InstanceError, Status};
 use clawdo::actors::registry::ReservationStatus;
 use clawdo::actors::{Clock as _, ManualClock, SystemClock};
 use clawdo::instances::{Caller, ProvisionSpec, Provisioned};
-use common::cli::clawdo_command;
+use common::cli::{clawdo_command, output_within};
 use common::runtime::{builder, live_machines, spec_with_key};
 
 const OWNER: &str = "user:crash";
@@ -37,7 +37,7 @@ fn spec(key: &str) -> ProvisionSpec {
 
 /// Run the child until it kills itself at `point`.
 async fn provision_and_die_at(dir: &std::path::Path, point: &str) {
-    let output = tokio::time::timeout(
+    let output = output_within(
         CALL_TIMEOUT,
         clawdo_command()
             .args(["demo-provision", "--data-dir"])
@@ -50,12 +50,9 @@ async fn provision_and_die_at(dir: &std::path::Path, point: &str) {
                 "--crash-at",
                 point,
             ])
-            .env("RUST_LOG", "warn")
-            .output(),
+            .env("RUST_LOG", "warn"),
     )
-    .await
-    .expect("the child ends in time")
-    .expect("the child runs");
+    .await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(
         output.status.signal(),
@@ -172,40 +169,31 @@ async fn crash_then_recover(point: &'static str) {
     runtime.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_after_admission() {
-    crash_then_recover(crashpoint::ADMITTED).await;
+/// Defines one test `name` per `name => POINT` (running [`crash_then_recover`] at
+/// `crashpoint::POINT`), and [`TESTED`], the points those tests cover, in order.
+macro_rules! crash_tests {
+    ($($name:ident => $point:ident,)+) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                crash_then_recover(crashpoint::$point).await;
+            }
+        )+
+
+        /// The crash points the tests above cover.
+        const TESTED: &[&str] = &[$(crashpoint::$point),+];
+    };
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_after_provider_work_was_marked_started() {
-    crash_then_recover(crashpoint::PROVIDER_STARTED).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_after_the_instance_started_provisioning() {
-    crash_then_recover(crashpoint::INSTANCE_PROVISIONING).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_after_the_volume_was_created() {
-    crash_then_recover(crashpoint::VOLUME_RECORDED).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_after_the_instance_ran_but_before_the_registry_knew() {
-    crash_then_recover(crashpoint::PROVISIONED).await;
+crash_tests! {
+    sigkill_after_admission => ADMITTED,
+    sigkill_after_provider_work_was_marked_started => PROVIDER_STARTED,
+    sigkill_after_the_instance_started_provisioning => INSTANCE_PROVISIONING,
+    sigkill_after_the_volume_was_created => VOLUME_RECORDED,
+    sigkill_after_the_instance_ran_but_before_the_registry_knew => PROVISIONED,
 }
 
 #[test]
 fn every_crash_point_has_a_test() {
-    // Keep this list in step with the tests above.
-    let tested = [
-        crashpoint::ADMITTED,
-        crashpoint::PROVIDER_STARTED,
-        crashpoint::INSTANCE_PROVISIONING,
-        crashpoint::VOLUME_RECORDED,
-        crashpoint::PROVISIONED,
-    ];
-    assert_eq!(tested, crashpoint::ALL);
+    assert_eq!(TESTED, crashpoint::ALL);
 }

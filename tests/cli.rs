@@ -7,7 +7,10 @@ mod common;
 use std::process::{Output, Stdio};
 
 use clawdo::grpc::pb;
-use common::cli::{RUN_TIMEOUT, clawdo, clawdo_command};
+use common::cli::{
+    RUN_TIMEOUT, assert_error, assert_fails_mentioning, assert_prints, assert_success, clawdo,
+    clawdo_command, stderr, stdout,
+};
 use common::grpc::{start_server, start_server_with, token, wait_status_within};
 use common::runtime::{hanging, set_sim};
 
@@ -19,25 +22,6 @@ async fn instance(url: &str, args: &[&str]) -> Output {
     all.extend_from_slice(args);
     all.extend_from_slice(&["--server", url]);
     clawdo(&all, &[]).await
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8(output.stdout.clone()).expect("UTF-8 output")
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8(output.stderr.clone()).expect("UTF-8 output")
-}
-
-#[track_caller]
-fn assert_success(output: &Output) {
-    assert!(
-        output.status.success(),
-        "{:?}\nstdout: {}\nstderr: {}",
-        output.status,
-        stdout(output),
-        stderr(output)
-    );
 }
 
 #[tokio::test]
@@ -76,12 +60,7 @@ async fn instance_commands_drive_a_server() {
 
     // user:cli is at its limit of one instance: the CLI prints the existing one and says so.
     let again = instance(&url, &["provision", "--owner", "user:cli", "--id", "cli-2"]).await;
-    assert_success(&again);
-    assert!(
-        stdout(&again).contains("id:             cli-1\n"),
-        "{}",
-        stdout(&again)
-    );
+    assert_prints(&again, "id:             cli-1\n");
     let note = String::from_utf8_lossy(&again.stderr);
     assert!(note.contains("at its instance limit"), "{note}");
 
@@ -100,12 +79,7 @@ async fn instance_commands_drive_a_server() {
             ],
         )
         .await;
-        assert_success(&org);
-        assert!(
-            stdout(&org).contains("id:             cli-2\n"),
-            "{}",
-            stdout(&org)
-        );
+        assert_prints(&org, "id:             cli-2\n");
     }
     let listed = instance(&url, &["list"]).await;
     assert_success(&listed);
@@ -143,29 +117,17 @@ async fn instance_commands_drive_a_server() {
         ],
     )
     .await;
-    assert!(!reused.status.success());
-    let error = String::from_utf8_lossy(&reused.stderr);
-    assert!(error.contains("IDEMPOTENCY_KEY_REUSED"), "{error}");
+    assert_fails_mentioning(&reused, "IDEMPOTENCY_KEY_REUSED");
 
     let restarted = instance(&url, &["restart", "cli-1"]).await;
-    assert_success(&restarted);
-    assert!(
-        stdout(&restarted).contains("status:         restarting\n"),
-        "{}",
-        stdout(&restarted)
-    );
+    assert_prints(&restarted, "status:         restarting\n");
 
     // Wait (through Watch) for the restart to finish, then destroy.
     let mut grpc = server.instances(None).await;
     wait_status_within(RUN_TIMEOUT, &mut grpc, "cli-1", pb::InstanceStatus::Running).await;
 
     let destroyed = instance(&url, &["destroy", "cli-1"]).await;
-    assert_success(&destroyed);
-    assert!(
-        stdout(&destroyed).contains("status:         destroying\n"),
-        "{}",
-        stdout(&destroyed)
-    );
+    assert_prints(&destroyed, "status:         destroying\n");
 
     let missing = instance(&url, &["get", "nope"]).await;
     assert_eq!(missing.status.code(), Some(1));
@@ -176,12 +138,7 @@ async fn instance_commands_drive_a_server() {
     assert!(stdout(&missing).is_empty());
 
     let invalid = instance(&url, &["provision", "--owner", "bob"]).await;
-    assert_eq!(invalid.status.code(), Some(1));
-    assert!(
-        stderr(&invalid).starts_with("error: INVALID_ARGUMENT: invalid owner:"),
-        "{}",
-        stderr(&invalid)
-    );
+    assert_error(&invalid, "error: INVALID_ARGUMENT: invalid owner:");
 
     server.stop().await.expect("clean shutdown");
 }
@@ -258,12 +215,7 @@ async fn errors_print_their_reason_and_exit_1_and_usage_errors_exit_2() {
     let url = server.url();
 
     let anonymous = instance(&url, &["list"]).await;
-    assert_eq!(anonymous.status.code(), Some(1));
-    assert!(
-        stderr(&anonymous).starts_with("error: UNAUTHENTICATED: "),
-        "{}",
-        stderr(&anonymous)
-    );
+    assert_error(&anonymous, "error: UNAUTHENTICATED: ");
 
     // The token from the environment.
     let provisioned = clawdo(
@@ -307,11 +259,9 @@ async fn errors_print_their_reason_and_exit_1_and_usage_errors_exit_2() {
     assert_eq!(usage.status.code(), Some(2), "{}", stderr(&usage));
 
     let unreachable = clawdo(&["instance", "list", "--server", "http://127.0.0.1:1"], &[]).await;
-    assert_eq!(unreachable.status.code(), Some(1));
-    assert!(
-        stderr(&unreachable).starts_with("error: could not connect to http://127.0.0.1:1"),
-        "{}",
-        stderr(&unreachable)
+    assert_error(
+        &unreachable,
+        "error: could not connect to http://127.0.0.1:1",
     );
 
     server.stop().await.expect("clean shutdown");

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clawdo::actors::fleet::{FLEET_ID, Fleet};
 use clawdo::runtime::{CLAWDO_CLASS_NAMES, Error};
-use clawdo::{Ctx, HandlerError, HostBuilder, ManualClock, Object, Runtime};
+use clawdo::{Ctx, HandlerError, HostBuilder, ManualClock, Object, Runtime, RuntimeBuilder};
 
 const T0: i64 = 1_800_000_000_000;
 
@@ -71,15 +71,28 @@ fn entries(dir: &Path) -> Vec<String> {
     names
 }
 
+/// The claw runtime's builder over `dir`, on a manual clock at [`T0`].
+fn claw_builder(dir: &Path) -> RuntimeBuilder {
+    Runtime::builder()
+        .data_dir(dir)
+        .clock(Arc::new(ManualClock::new(T0)))
+}
+
+/// The bare runtime's builder over `dir` on `clock`, serving the program's class
+/// [`MyInstance`].
+fn bare_builder(dir: &Path, clock: &ManualClock) -> HostBuilder {
+    HostBuilder::new(dir)
+        .clock(Arc::new(clock.clone()))
+        .register::<MyInstance>()
+}
+
 #[tokio::test]
 async fn bare_runtime_serves_a_class_named_instance_without_opening_a_provider() {
     assert_eq!(MyInstance::CLASS, "instance");
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     {
-        let host = HostBuilder::new(dir.path())
-            .clock(Arc::new(clock.clone()))
-            .register::<MyInstance>()
+        let host = bare_builder(dir.path(), &clock)
             .start()
             .await
             .expect("the bare runtime starts with a class named `instance`");
@@ -110,12 +123,7 @@ async fn bare_runtime_serves_a_class_named_instance_without_opening_a_provider()
     }
 
     // The note is durable: a new bare runtime over the directory reads it back.
-    let host = HostBuilder::new(dir.path())
-        .clock(Arc::new(clock))
-        .register::<MyInstance>()
-        .start()
-        .await
-        .unwrap();
+    let host = bare_builder(dir.path(), &clock).start().await.unwrap();
     let note = host.get::<MyInstance>("user:alice").unwrap();
     assert_eq!(
         note.call(NoteRequest::Get).await.unwrap(),
@@ -126,9 +134,7 @@ async fn bare_runtime_serves_a_class_named_instance_without_opening_a_provider()
 
 /// Build the claw runtime over `dir` with the program's class `C`; it must fail.
 async fn claw_runtime_with<C: Object<Deps = ()>>(dir: &Path) -> Error {
-    Runtime::builder()
-        .data_dir(dir)
-        .clock(Arc::new(ManualClock::new(T0)))
+    claw_builder(dir)
         .register::<C>()
         .build()
         .await
@@ -181,9 +187,7 @@ async fn claw_runtime_refuses_every_name_of_its_own_classes() {
 #[tokio::test]
 async fn claw_runtime_refuses_a_repeated_class_before_opening_anything() {
     let dir = tempfile::tempdir().unwrap();
-    let error = Runtime::builder()
-        .data_dir(dir.path())
-        .clock(Arc::new(ManualClock::new(T0)))
+    let error = claw_builder(dir.path())
         .register::<Note<4>>()
         .register::<Note<5>>()
         .build()
@@ -226,9 +230,7 @@ async fn bare_runtime_refuses_a_repeated_class() {
 #[tokio::test]
 async fn claw_runtime_serves_a_class_of_its_own_name_beside_the_claw_classes() {
     let dir = tempfile::tempdir().unwrap();
-    let runtime = Runtime::builder()
-        .data_dir(dir.path())
-        .clock(Arc::new(ManualClock::new(T0)))
+    let runtime = claw_builder(dir.path())
         .register::<Note<4>>()
         .build()
         .await

@@ -14,9 +14,9 @@ use clawdo::actors::provider::sim::SimConfig;
 use clawdo::client;
 use clawdo::client::actions::{self as ac, ActionClient};
 use clawdo::grpc::pb;
-use common::cli::{clawdo_command, clawdo_within};
+use common::cli::{assert_fails_mentioning, assert_success, clawdo_command, clawdo_within};
 use common::grpc::{provision_running, reason, start_server_with, token};
-use common::runtime::{hanging, started_events};
+use common::runtime::{hang_restart, started_events};
 use common::{END_TO_END, eventually_with, free_port};
 use tonic::Code;
 use tonic_types::StatusExt as _;
@@ -36,6 +36,29 @@ fn restart(ids: &[String]) -> pb::ScheduleActionRequest {
 
 async fn actions(server: &common::grpc::TestServer) -> ActionClient {
     ac::action_client(server.channel().await, Some(ADMIN)).unwrap()
+}
+
+/// `Get` of action `action_id`; it must be answered.
+async fn get_action(client: &mut ActionClient, action_id: i64) -> pb::ActionDetail {
+    client
+        .get(pb::GetActionRequest { action_id })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// `List` of the actions with default paging; it must be answered.
+async fn list_actions(client: &mut ActionClient) -> pb::ListActionsResponse {
+    client
+        .list(pb::ListActionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The `field` an `INVALID_ARGUMENT` refusal names in its `ErrorInfo`.
+fn field(status: &tonic::Status) -> Option<String> {
+    reason(status).2.remove("field")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,24 +97,15 @@ async fn the_action_service_schedules_reports_and_refuses_with_reasons() {
     );
     assert_eq!(meta.get("field").map(String::as_str), Some("run_at"));
     let status = client.schedule(restart(&[])).await.unwrap_err();
-    assert_eq!(
-        reason(&status).2.get("field").map(String::as_str),
-        Some("targets")
-    );
+    assert_eq!(field(&status).as_deref(), Some("targets"));
     let many: Vec<String> = (0..10_001).map(|i| format!("x{i}")).collect();
     let status = client.schedule(restart(&many)).await.unwrap_err();
-    assert_eq!(
-        reason(&status).2.get("field").map(String::as_str),
-        Some("targets")
-    );
+    assert_eq!(field(&status).as_deref(), Some("targets"));
     let mut bad_tag = restart(&ids);
     bad_tag.kind = pb::ActionKind::VersionChange.into();
     bad_tag.image_tag = Some("bad tag".into());
     let status = client.schedule(bad_tag).await.unwrap_err();
-    assert_eq!(
-        reason(&status).2.get("field").map(String::as_str),
-        Some("image_tag")
-    );
+    assert_eq!(field(&status).as_deref(), Some("image_tag"));
     let mut no_kind = restart(&ids);
     no_kind.kind = 0;
     assert_eq!(
@@ -103,27 +117,19 @@ async fn the_action_service_schedules_reports_and_refuses_with_reasons() {
         .await
         .unwrap_err();
     assert_eq!(reason(&status).1, "INSTANCE_NOT_FOUND");
-    let listed = client
-        .list(pb::ListActionsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let listed = list_actions(&mut client).await;
     assert!(listed.actions.is_empty(), "nothing was written");
 
     // A long-running action holds the only slot (the sim hangs its call).
-    let sim = server.sim().clone();
-    let restarts = sim.calls().restart_machine;
-    sim.set_config(hanging()).unwrap();
-    let busy = client
-        .schedule(restart(&ids[..1]))
-        .await
-        .unwrap()
-        .into_inner();
-    eventually_with(END_TO_END, "the hung call", || async {
-        (sim.calls().restart_machine > restarts).then_some(())
+    let busy = hang_restart(server.sim(), END_TO_END, "the hung call", async {
+        client
+            .schedule(restart(&ids[..1]))
+            .await
+            .unwrap()
+            .into_inner()
     })
     .await;
-    sim.set_config(SimConfig::default()).unwrap();
+    server.sim().set_config(SimConfig::default()).unwrap();
     let mut later = restart(&ids[1..]);
     later.run_at = "2099-01-01T00:00:00Z".into();
     let later = client.schedule(later).await.unwrap().into_inner();
@@ -202,13 +208,7 @@ async fn the_action_service_schedules_reports_and_refuses_with_reasons() {
     let detail = eventually_with(END_TO_END, "the forced action", || {
         let mut client = client.clone();
         async move {
-            let d = client
-                .get(pb::GetActionRequest {
-                    action_id: later.id,
-                })
-                .await
-                .unwrap()
-                .into_inner();
+            let d = get_action(&mut client, later.id).await;
             d.action.as_ref().is_some_and(ac::is_done).then_some(d)
         }
     })
@@ -245,11 +245,7 @@ async fn the_action_service_schedules_reports_and_refuses_with_reasons() {
     assert_eq!(reason(&status).1, "ACTION_NOT_FOUND");
 
     // List: newest first, with counts.
-    let listed = client
-        .list(pb::ListActionsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let listed = list_actions(&mut client).await;
     assert_eq!(listed.actions.len(), 2);
     assert_eq!(listed.actions[0].id, later.id);
     assert_eq!(listed.actions[0].counts.unwrap().applied, 3);
@@ -286,11 +282,7 @@ async fn the_cli_schedules_a_bulk_restart_and_watches_it_finish() {
     args.push(&file);
     args.extend([ids[0].as_str(), ids[1].as_str(), "--json"]);
     let out = clawdo(&args).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let scheduled: serde_json::Value =
         serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(scheduled["counts"]["total"], 6);
@@ -306,11 +298,7 @@ async fn the_cli_schedules_a_bulk_restart_and_watches_it_finish() {
         &url,
     ])
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("status:     completed"), "{text}");
     assert!(text.contains("6/6 terminal: 6 applied"), "{text}");
@@ -323,12 +311,7 @@ async fn the_cli_schedules_a_bulk_restart_and_watches_it_finish() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.lines().nth(1).unwrap().contains("completed"), "{text}");
     let out = clawdo(&["action", "cancel", &id, "--server", &url]).await;
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("ACTION_WRONG_STATUS"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_fails_mentioning(&out, "ACTION_WRONG_STATUS");
     let out = clawdo(&[
         "action",
         "schedule",
@@ -340,12 +323,7 @@ async fn the_cli_schedules_a_bulk_restart_and_watches_it_finish() {
         &url,
     ])
     .await;
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("INVALID_ARGUMENT"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_fails_mentioning(&out, "INVALID_ARGUMENT");
     server.stop().await.unwrap();
 }
 
@@ -377,13 +355,7 @@ async fn sigkill_mid_action_then_restart_applies_no_target_twice_and_finishes() 
     eventually_with(END_TO_END, "progress", || {
         let mut client = client.clone();
         async move {
-            let d = client
-                .get(pb::GetActionRequest {
-                    action_id: action.id,
-                })
-                .await
-                .unwrap()
-                .into_inner();
+            let d = get_action(&mut client, action.id).await;
             let c = d.action.unwrap().counts.unwrap();
             (c.applied >= 3 && c.pending > 0).then_some(())
         }

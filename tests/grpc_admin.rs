@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clawdo::grpc::pb;
 use clawdo::server;
-use common::cli::clawdo_command;
+use common::cli::{clawdo_command, output_within};
 use common::free_port;
 use common::grpc::{STOP_TIMEOUT, start_server, start_server_with};
 use tonic::transport::Endpoint;
@@ -35,6 +35,20 @@ async fn health_check(
         })
         .await
         .map(tonic::Response::into_inner)
+}
+
+/// The next serving status a health `Watch` stream sends; fails the test, naming `what` was
+/// expected, if the stream breaks or ends instead.
+async fn next_status(
+    watch: &mut tonic::Streaming<HealthCheckResponse>,
+    what: &str,
+) -> ServingStatus {
+    watch
+        .message()
+        .await
+        .unwrap_or_else(|e| panic!("the health Watch broke waiting for {what}: {e}"))
+        .unwrap_or_else(|| panic!("the health Watch ended before {what}"))
+        .status()
 }
 
 #[tokio::test]
@@ -204,21 +218,17 @@ async fn shutdown_stops_waiting_for_open_streams_at_the_deadline() {
         .await
         .expect("Watch opens")
         .into_inner();
-    let first = watch
-        .message()
-        .await
-        .expect("Watch answers")
-        .expect("an initial status");
-    assert_eq!(first.status(), ServingStatus::Serving);
+    assert_eq!(
+        next_status(&mut watch, "an initial status").await,
+        ServingStatus::Serving
+    );
 
     let started = tokio::time::Instant::now();
     server.begin_shutdown();
-    let update = watch
-        .message()
-        .await
-        .expect("Watch stays open while draining")
-        .expect("a status update");
-    assert_eq!(update.status(), ServingStatus::NotServing);
+    assert_eq!(
+        next_status(&mut watch, "a status update while draining").await,
+        ServingStatus::NotServing
+    );
 
     server.stop().await.expect("clean shutdown");
     // Paused clock: the elapsed time is the server's own drain deadline, not a real wait.
@@ -244,13 +254,11 @@ async fn binary_refuses_a_non_loopback_listen_address() {
     let data_dir = tempfile::tempdir().expect("create a temporary data directory");
     let data_dir = data_dir.path().to_str().expect("a UTF-8 temp path");
 
-    let output = tokio::time::timeout(
+    let output = output_within(
         STOP_TIMEOUT,
-        clawdo_serve(&["--listen", "0.0.0.0:0", "--data-dir", data_dir]).output(),
+        &mut clawdo_serve(&["--listen", "0.0.0.0:0", "--data-dir", data_dir]),
     )
-    .await
-    .expect("clawdo exits promptly")
-    .expect("clawdo runs");
+    .await;
 
     assert!(!output.status.success(), "{:?}", output.status);
     let stderr = String::from_utf8_lossy(&output.stderr);

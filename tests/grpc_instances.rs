@@ -11,7 +11,8 @@ use clawdo::actors::provider::sim::SimConfig;
 use clawdo::client::{self, InstanceClient};
 use clawdo::grpc::pb;
 use common::grpc::{
-    WAIT, error_info, start_server, start_server_in, start_server_with, token, wait_status,
+    TestServer, WAIT, error_info, start_server, start_server_in, start_server_with, token,
+    wait_status,
 };
 use tonic::{Code, Status};
 
@@ -39,29 +40,26 @@ fn invalid<T: std::fmt::Debug>(result: Result<T, Status>, field: &str) {
     );
 }
 
+/// A provision for `owner` on image `tag` of instance `id` (`None`: the server's default),
+/// unpinned, without an idempotency key.
+fn provision_with(owner: &str, tag: Option<&str>, id: Option<&str>) -> pb::ProvisionRequest {
+    pb::ProvisionRequest {
+        owner: owner.into(),
+        image_tag: tag.map(String::from),
+        pinned: false,
+        instance_id: id.map(String::from),
+        idempotency_key: None,
+    }
+}
+
 async fn provision(client: &mut InstanceClient, owner: &str, id: &str) -> pb::Instance {
     client
-        .provision(pb::ProvisionRequest {
-            owner: owner.into(),
-            image_tag: None,
-            pinned: false,
-            instance_id: Some(id.into()),
-            idempotency_key: None,
-        })
+        .provision(provision_with(owner, None, Some(id)))
         .await
         .expect("provision")
         .into_inner()
         .instance
         .expect("an instance")
-}
-
-async fn get(client: &mut InstanceClient, id: &str) -> Result<pb::Instance, Status> {
-    client
-        .get(pb::GetInstanceRequest {
-            instance_id: id.into(),
-        })
-        .await
-        .map(tonic::Response::into_inner)
 }
 
 async fn list(client: &mut InstanceClient, owner: Option<&str>) -> Vec<String> {
@@ -73,40 +71,29 @@ async fn list(client: &mut InstanceClient, owner: Option<&str>) -> Vec<String> {
         .collect()
 }
 
-async fn restart(client: &mut InstanceClient, id: &str) -> Result<pb::Instance, Status> {
-    client
-        .restart(pb::RestartInstanceRequest {
-            instance_id: id.into(),
-        })
-        .await
-        .map(tonic::Response::into_inner)
+/// Defines, for each `name(Request) -> Reply`, an `async fn name(client, id)` calling the
+/// `InstanceService` RPC `name` on instance `id` and returning its reply or refusal.
+macro_rules! by_id {
+    ($($name:ident($request:ident) -> $reply:ty;)+) => {$(
+        #[doc = concat!("`", stringify!($name), "` on instance `id`.")]
+        async fn $name(client: &mut InstanceClient, id: &str) -> Result<$reply, Status> {
+            client
+                .$name(pb::$request {
+                    instance_id: id.into(),
+                })
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    )+};
 }
 
-async fn stop(client: &mut InstanceClient, id: &str) -> Result<pb::Instance, Status> {
-    client
-        .stop(pb::StopInstanceRequest {
-            instance_id: id.into(),
-        })
-        .await
-        .map(tonic::Response::into_inner)
-}
-
-async fn start(client: &mut InstanceClient, id: &str) -> Result<pb::Instance, Status> {
-    client
-        .start(pb::StartInstanceRequest {
-            instance_id: id.into(),
-        })
-        .await
-        .map(tonic::Response::into_inner)
-}
-
-async fn destroy(client: &mut InstanceClient, id: &str) -> Result<pb::Instance, Status> {
-    client
-        .destroy(pb::DestroyInstanceRequest {
-            instance_id: id.into(),
-        })
-        .await
-        .map(tonic::Response::into_inner)
+by_id! {
+    get(GetInstanceRequest) -> pb::Instance;
+    restart(RestartInstanceRequest) -> pb::Instance;
+    stop(StopInstanceRequest) -> pb::Instance;
+    start(StartInstanceRequest) -> pb::Instance;
+    destroy(DestroyInstanceRequest) -> pb::Instance;
+    watch(WatchInstanceRequest) -> tonic::Streaming<pb::InstanceWatchEvent>;
 }
 
 async fn change_version(
@@ -125,16 +112,28 @@ async fn change_version(
         .map(tonic::Response::into_inner)
 }
 
-async fn watch(
-    client: &mut InstanceClient,
-    id: &str,
-) -> Result<tonic::Streaming<pb::InstanceWatchEvent>, Status> {
-    client
-        .watch(pb::WatchInstanceRequest {
-            instance_id: id.into(),
-        })
-        .await
-        .map(tonic::Response::into_inner)
+/// Asserts that every RPC on instance `id` but `Start` (which [`start`] checks where it
+/// applies) is refused as `NOT_FOUND` / `INSTANCE_NOT_FOUND`.
+async fn not_found_everywhere(client: &mut InstanceClient, id: &str) {
+    fn not_found<T: std::fmt::Debug>(result: Result<T, Status>) {
+        refused(result, Code::NotFound, "INSTANCE_NOT_FOUND");
+    }
+    not_found(get(client, id).await);
+    not_found(restart(client, id).await);
+    not_found(stop(client, id).await);
+    not_found(change_version(client, id, "claw:2", None).await);
+    not_found(destroy(client, id).await);
+    not_found(watch(client, id).await);
+}
+
+/// Starts a server with default options, provisions instance `id` for `owner` and waits until
+/// it runs; returns the server and an unauthenticated client.
+async fn serve_running(owner: &str, id: &str) -> (TestServer, InstanceClient) {
+    let server = start_server().await;
+    let mut client = server.instances(None).await;
+    provision(&mut client, owner, id).await;
+    wait_status(&mut client, id, pb::InstanceStatus::Running).await;
+    (server, client)
 }
 
 /// The next message of a watch stream (`None`: the stream ended), bounded by [`WAIT`].
@@ -198,11 +197,7 @@ async fn the_full_lifecycle_runs_over_grpc() {
     // The same id for another owner, and operations that do not apply to a running instance.
     refused(
         client
-            .provision(pb::ProvisionRequest {
-                owner: "org:42".into(),
-                instance_id: Some("life-1".into()),
-                ..Default::default()
-            })
+            .provision(provision_with("org:42", None, Some("life-1")))
             .await,
         Code::AlreadyExists,
         "INSTANCE_EXISTS",
@@ -254,10 +249,7 @@ async fn the_full_lifecycle_runs_over_grpc() {
 
 #[tokio::test]
 async fn watch_sends_the_snapshot_then_every_event_in_order() {
-    let server = start_server().await;
-    let mut client = server.instances(None).await;
-    provision(&mut client, "user:w", "watched").await;
-    wait_status(&mut client, "watched", pb::InstanceStatus::Running).await;
+    let (server, mut client) = serve_running("user:w", "watched").await;
 
     let mut stream = watch(&mut client, "watched").await.expect("watch opens");
     let Some(pb::instance_watch_event::Item::Snapshot(snapshot)) = next(&mut stream).await else {
@@ -362,10 +354,7 @@ async fn open_watch_streams_end_when_the_server_shuts_down() {
 
 #[tokio::test]
 async fn a_busy_instance_refuses_mutations_and_still_answers_reads() {
-    let server = start_server().await;
-    let mut client = server.instances(None).await;
-    provision(&mut client, "user:busy", "busy-1").await;
-    wait_status(&mut client, "busy-1", pb::InstanceStatus::Running).await;
+    let (server, mut client) = serve_running("user:busy", "busy-1").await;
 
     // Every provider call from now on hangs: the restart holds the instance busy.
     server
@@ -438,12 +427,8 @@ async fn owners_see_and_touch_only_their_own_instances() {
         ("alice-1", "user:alice")
     );
     refused(
-        bob.provision(pb::ProvisionRequest {
-            owner: "user:alice".into(),
-            instance_id: Some("bob-as-alice".into()),
-            ..Default::default()
-        })
-        .await,
+        bob.provision(provision_with("user:alice", None, Some("bob-as-alice")))
+            .await,
         Code::PermissionDenied,
         "PERMISSION_DENIED",
     );
@@ -452,36 +437,7 @@ async fn owners_see_and_touch_only_their_own_instances() {
     wait_status(&mut alice, "alice-1", pb::InstanceStatus::Running).await;
 
     // Another owner's instance does not exist for bob.
-    refused(
-        get(&mut bob, "alice-1").await,
-        Code::NotFound,
-        "INSTANCE_NOT_FOUND",
-    );
-    refused(
-        restart(&mut bob, "alice-1").await,
-        Code::NotFound,
-        "INSTANCE_NOT_FOUND",
-    );
-    refused(
-        stop(&mut bob, "alice-1").await,
-        Code::NotFound,
-        "INSTANCE_NOT_FOUND",
-    );
-    refused(
-        change_version(&mut bob, "alice-1", "claw:2", None).await,
-        Code::NotFound,
-        "INSTANCE_NOT_FOUND",
-    );
-    refused(
-        destroy(&mut bob, "alice-1").await,
-        Code::NotFound,
-        "INSTANCE_NOT_FOUND",
-    );
-    refused(
-        watch(&mut bob, "alice-1").await,
-        Code::NotFound,
-        "INSTANCE_NOT_FOUND",
-    );
+    not_found_everywhere(&mut bob, "alice-1").await;
     assert_eq!(
         get(&mut alice, "alice-1")
             .await
@@ -518,12 +474,7 @@ async fn missing_or_unknown_tokens_are_unauthenticated_and_admin_calls_need_admi
             "UNAUTHENTICATED",
         );
         refused(
-            client
-                .provision(pb::ProvisionRequest {
-                    owner: "user:x".into(),
-                    ..Default::default()
-                })
-                .await,
+            client.provision(provision_with("user:x", None, None)).await,
             Code::Unauthenticated,
             "UNAUTHENTICATED",
         );
@@ -587,13 +538,6 @@ async fn bad_input_on_every_rpc_is_refused_and_writes_nothing() {
     let activations = server.activations();
 
     let long = "x".repeat(129);
-    let provision_with = |owner: &str, tag: Option<&str>, id: Option<&str>| pb::ProvisionRequest {
-        owner: owner.into(),
-        image_tag: tag.map(String::from),
-        pinned: false,
-        instance_id: id.map(String::from),
-        idempotency_key: None,
-    };
     for (request, field) in [
         (provision_with("", None, None), "owner"),
         (provision_with("bob", None, None), "owner"),
@@ -664,38 +608,9 @@ async fn bad_input_on_every_rpc_is_refused_and_writes_nothing() {
     }
 
     // Well-formed ids that name nothing.
-    refused(
-        get(&mut client, "nope").await,
-        Code::NotFound,
-        "INSTANCE_NOT_FOUND",
-    );
+    not_found_everywhere(&mut client, "nope").await;
     refused(
         start(&mut client, "nope").await,
-        Code::NotFound,
-        "INSTANCE_NOT_FOUND",
-    );
-    refused(
-        stop(&mut client, "nope").await,
-        Code::NotFound,
-        "INSTANCE_NOT_FOUND",
-    );
-    refused(
-        restart(&mut client, "nope").await,
-        Code::NotFound,
-        "INSTANCE_NOT_FOUND",
-    );
-    refused(
-        destroy(&mut client, "nope").await,
-        Code::NotFound,
-        "INSTANCE_NOT_FOUND",
-    );
-    refused(
-        watch(&mut client, "nope").await,
-        Code::NotFound,
-        "INSTANCE_NOT_FOUND",
-    );
-    refused(
-        change_version(&mut client, "nope", "claw:2", None).await,
         Code::NotFound,
         "INSTANCE_NOT_FOUND",
     );

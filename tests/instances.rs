@@ -8,11 +8,12 @@ mod common;
 
 use std::time::Duration;
 
+use clawdo::Runtime;
 use clawdo::actors::ManualClock;
-use clawdo::actors::instance::{InstanceError, OpKind, Status};
+use clawdo::actors::instance::{InstanceError, InstanceView, OpKind, Status};
 use clawdo::actors::provider::sim::SimConfig;
 use clawdo::instances::{Caller, ProvisionSpec};
-use common::runtime::{T0, failing, hanging, runtime, set_sim, wait_for};
+use common::runtime::{T0, advance, failing, hanging, runtime, set_sim, set_time, start, wait_for};
 
 fn spec(owner: &str, id: &str) -> ProvisionSpec {
     ProvisionSpec {
@@ -24,11 +25,19 @@ fn spec(owner: &str, id: &str) -> ProvisionSpec {
     }
 }
 
+/// Provisions instance `id` for `owner` (see [`spec`]) as an admin and waits until it runs;
+/// returns its view then.
+async fn provision_running(rt: &Runtime, owner: &str, id: &str) -> InstanceView {
+    rt.instances()
+        .provision(&Caller::Admin, spec(owner, id))
+        .await
+        .unwrap();
+    wait_for(rt, id, Status::Running).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_full_lifecycle_against_the_sim_provider() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let rt = runtime(tmp.path(), &clock).await;
+    let (_tmp, _clock, rt) = start().await;
     let api = rt.instances();
     let admin = Caller::Admin;
 
@@ -107,13 +116,10 @@ async fn the_full_lifecycle_against_the_sim_provider() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_instances_refuse_changes_but_answer_reads_and_a_lease_returns_them() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let rt = runtime(tmp.path(), &clock).await;
+    let (_tmp, clock, rt) = start().await;
     let api = rt.instances();
     let admin = Caller::Admin;
-    api.provision(&admin, spec("user:1", "busy")).await.unwrap();
-    wait_for(&rt, "busy", Status::Running).await;
+    provision_running(&rt, "user:1", "busy").await;
 
     set_sim(&rt, hanging());
     assert_eq!(
@@ -137,8 +143,7 @@ async fn busy_instances_refuse_changes_but_answer_reads_and_a_lease_returns_them
 
     // The hung call's lease runs out: the instance is returned, not wedged. (The sim keeps
     // hanging until then: the restart's task may reach it only now.)
-    clock.advance(Duration::from_secs(600));
-    rt.host().settle_alarms().await.unwrap();
+    advance(&rt, &clock, Duration::from_secs(600)).await;
     let after = api.get(&admin, "busy").await.unwrap();
     assert_eq!(after.status, Status::Stopped);
     assert_eq!(after.reason, "lease expired during restart");
@@ -151,9 +156,7 @@ async fn busy_instances_refuse_changes_but_answer_reads_and_a_lease_returns_them
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_failures_end_in_a_clear_state_with_a_reason() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let rt = runtime(tmp.path(), &clock).await;
+    let (_tmp, _clock, rt) = start().await;
     let api = rt.instances();
     let admin = Caller::Admin;
     set_sim(&rt, failing());
@@ -171,8 +174,7 @@ async fn provider_failures_end_in_a_clear_state_with_a_reason() {
     assert_eq!(rt.sim().unwrap().machines_created(), 0);
 
     set_sim(&rt, SimConfig::default());
-    api.provision(&admin, spec("user:2", "ok")).await.unwrap();
-    wait_for(&rt, "ok", Status::Running).await;
+    provision_running(&rt, "user:2", "ok").await;
     set_sim(&rt, failing());
     api.stop(&admin, "ok").await.unwrap();
     let view = wait_for(&rt, "ok", Status::Running).await;
@@ -185,9 +187,7 @@ async fn provider_failures_end_in_a_clear_state_with_a_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn owners_see_and_change_only_their_own_instances() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let rt = runtime(tmp.path(), &clock).await;
+    let (_tmp, _clock, rt) = start().await;
     let api = rt.instances();
     let alice = Caller::Owner("user:alice".into());
     let bob = Caller::Owner("user:bob".into());
@@ -237,9 +237,7 @@ async fn owners_see_and_change_only_their_own_instances() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_typed_errors_and_writes_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let rt = runtime(tmp.path(), &clock).await;
+    let (_tmp, _clock, rt) = start().await;
     let api = rt.instances();
     let admin = Caller::Admin;
     fn field<T: std::fmt::Debug>(r: Result<T, InstanceError>) -> &'static str {
@@ -305,10 +303,7 @@ async fn instances_and_their_status_survive_a_restart_and_interrupted_operations
         let rt = runtime(tmp.path(), &clock).await;
         let api = rt.instances();
         for id in ["keep-1", "keep-2", "cut"] {
-            api.provision(&Caller::Admin, spec("org:acme", id))
-                .await
-                .unwrap();
-            wait_for(&rt, id, Status::Running).await;
+            provision_running(&rt, "org:acme", id).await;
         }
         api.stop(&Caller::Admin, "keep-2").await.unwrap();
         wait_for(&rt, "keep-2", Status::Stopped).await;
@@ -347,22 +342,16 @@ async fn instances_and_their_status_survive_a_restart_and_interrupted_operations
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_records_a_machine_that_stopped_unexpectedly() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let rt = runtime(tmp.path(), &clock).await;
+    let (_tmp, clock, rt) = start().await;
     let api = rt.instances();
-    api.provision(&Caller::Admin, spec("user:9", "drift"))
-        .await
-        .unwrap();
-    let view = wait_for(&rt, "drift", Status::Running).await;
+    let view = provision_running(&rt, "user:9", "drift").await;
     let next = view.next_reconcile_at.expect("reconcile scheduled");
     assert_eq!(next, T0 + 300_000, "5 minutes while running");
 
     let machine = clawdo::actors::provider::MachineId(view.machine_id.unwrap());
     rt.sim().unwrap().stop_unexpectedly(&machine).unwrap();
     let (_, mut events) = api.watch(&Caller::Admin, "drift").await.unwrap();
-    clock.set(next);
-    rt.host().settle_alarms().await.unwrap();
+    set_time(&rt, &clock, next).await;
     let drift = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             let event = events.recv().await.unwrap();

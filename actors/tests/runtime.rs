@@ -25,6 +25,31 @@ async fn host(dir: &std::path::Path, clock: &ManualClock, config: HostConfig) ->
         .expect("host starts")
 }
 
+/// Starts a host with `config` over a fresh temporary directory, on a manual clock at [`T0`];
+/// returns the directory (the data lives as long as it does), the clock and the host.
+async fn start(config: HostConfig) -> (tempfile::TempDir, ManualClock, Host) {
+    let tmp = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let host = host(tmp.path(), &clock, config).await;
+    (tmp, clock, host)
+}
+
+/// The data directory an earlier run of the program left behind: a host (default
+/// configuration) on a manual clock at [`T0`] over a fresh directory, `fill` run on it, then
+/// shut down; returns the directory and the clock.
+async fn left_behind(fill: impl AsyncFnOnce(&Host)) -> (tempfile::TempDir, ManualClock) {
+    let (tmp, clock, host) = start(HostConfig::default()).await;
+    fill(&host).await;
+    host.shutdown(Duration::from_secs(5)).await.unwrap();
+    (tmp, clock)
+}
+
+/// Sets the manual `clock` to `at` (epoch milliseconds) and delivers every alarm then due.
+async fn set_time(host: &Host, clock: &ManualClock, at: i64) {
+    clock.set(at);
+    host.settle_alarms().await.unwrap();
+}
+
 async fn call(host: &Host, id: &str, request: CounterRequest) -> CounterReply {
     host.get::<Counter>(id)
         .expect("valid id")
@@ -60,9 +85,7 @@ fn object_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_first_calls_share_one_activation() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let host = host(tmp.path(), &clock, HostConfig::default()).await;
+    let (_tmp, _clock, host) = start(HostConfig::default()).await;
     let calls: Vec<_> = (0..64)
         .map(|_| {
             let host = host.clone();
@@ -93,13 +116,11 @@ async fn calls_racing_hibernation_never_see_two_live_actors() {
     // Each object file is opened with an exclusive lock: a second live actor for the same id
     // could not open it and its activation would fail. Every call succeeding proves there was
     // never a second one, across many hibernate/reactivate cycles.
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
     let config = HostConfig {
         idle_timeout: Duration::from_secs(1),
         ..HostConfig::default()
     };
-    let host = host(tmp.path(), &clock, config).await;
+    let (_tmp, clock, host) = start(config).await;
     for round in 0..100 {
         // The object has been idle past its timeout: the janitor and the calls race for it.
         clock.advance(Duration::from_secs(2));
@@ -134,22 +155,18 @@ async fn calls_racing_hibernation_never_see_two_live_actors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alarms_fire_exactly_at_their_time() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let host = host(tmp.path(), &clock, HostConfig::default()).await;
+    let (_tmp, clock, host) = start(HostConfig::default()).await;
     let at = T0 + 60_000;
     call(&host, "a", CounterRequest::SetAlarm(at)).await;
     assert_eq!(
         call(&host, "a", CounterRequest::GetAlarm).await,
         CounterReply::Alarm(Some(at))
     );
-    clock.set(at - 1);
-    host.settle_alarms().await.unwrap();
+    set_time(&host, &clock, at - 1).await;
     assert_eq!(host.stats().armed_alarms, 1);
     assert!(fires(&host, "a").await.is_empty(), "no fire 1 ms early");
 
-    clock.set(at);
-    host.settle_alarms().await.unwrap();
+    set_time(&host, &clock, at).await;
     let fired = fires(&host, "a").await;
     assert_eq!(fired.len(), 1);
     assert_eq!(
@@ -170,23 +187,19 @@ async fn alarms_fire_exactly_at_their_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_alarms_retry_with_doubling_backoff_then_succeed() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let host = host(tmp.path(), &clock, HostConfig::default()).await;
+    let (_tmp, clock, host) = start(HostConfig::default()).await;
     call(&host, "r", CounterRequest::FailNextAlarms(3)).await;
     call(&host, "r", CounterRequest::SetAlarm(T0 + 1_000)).await;
     // Fire at +1 s (fails), retry 1 at +3 s (fails), retry 2 at +7 s (fails), retry 3 at +15 s.
     let mut expected = Vec::new();
     for (fire_at, retry) in [(1_000, 0), (3_000, 1), (7_000, 2), (15_000, 3)] {
-        clock.set(T0 + fire_at - 1);
-        host.settle_alarms().await.unwrap();
+        set_time(&host, &clock, T0 + fire_at - 1).await;
         assert_eq!(
             fires(&host, "r").await.len(),
             expected.len(),
             "early at {fire_at}"
         );
-        clock.set(T0 + fire_at);
-        host.settle_alarms().await.unwrap();
+        set_time(&host, &clock, T0 + fire_at).await;
         expected.push((T0 + fire_at, retry));
         let seen: Vec<_> = fires(&host, "r")
             .await
@@ -206,20 +219,17 @@ async fn failed_alarms_retry_with_doubling_backoff_then_succeed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alarm_that_keeps_failing_is_dropped_after_the_configured_retries() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
     let config = HostConfig {
         alarm_max_retries: 2,
         alarm_retry_base: Duration::from_millis(100),
         ..HostConfig::default()
     };
-    let host = host(tmp.path(), &clock, config).await;
+    let (_tmp, clock, host) = start(config).await;
     call(&host, "d", CounterRequest::FailNextAlarms(10)).await;
     call(&host, "d", CounterRequest::SetAlarm(T0)).await;
     // Fire at T0 (seen at +100), retry 1 at +200, retry 2 at +400; then it is dropped.
     for at in [100, 200, 400] {
-        clock.set(T0 + at);
-        host.settle_alarms().await.unwrap();
+        set_time(&host, &clock, T0 + at).await;
     }
     let retries: Vec<u32> = fires(&host, "d")
         .await
@@ -237,20 +247,17 @@ async fn an_alarm_that_keeps_failing_is_dropped_after_the_configured_retries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overdue_alarms_fire_promptly_after_a_restart() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    {
-        let host = host(tmp.path(), &clock, HostConfig::default()).await;
+    let (tmp, clock) = left_behind(async |host| {
         for i in 0..20 {
             call(
-                &host,
+                host,
                 &format!("o-{i}"),
                 CounterRequest::SetAlarm(T0 + 1_000 + i),
             )
             .await;
         }
-        host.shutdown(Duration::from_secs(5)).await.unwrap();
-    }
+    })
+    .await;
     clock.set(T0 + 3_600_000); // down for an hour
     let host = host(tmp.path(), &clock, HostConfig::default()).await;
     assert_eq!(
@@ -272,9 +279,7 @@ async fn overdue_alarms_fire_promptly_after_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alarms_wake_hibernated_objects_and_state_survives_hibernation() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let host = host(tmp.path(), &clock, HostConfig::default()).await;
+    let (_tmp, clock, host) = start(HostConfig::default()).await;
     call(&host, "h", CounterRequest::Add(41)).await;
     call(&host, "h", CounterRequest::SetAlarm(T0 + 120_000)).await;
     clock.set(T0 + 31_000);
@@ -285,8 +290,7 @@ async fn alarms_wake_hibernated_objects_and_state_survives_hibernation() {
         (0, 0, 1)
     );
 
-    clock.set(T0 + 120_000);
-    host.settle_alarms().await.unwrap();
+    set_time(&host, &clock, T0 + 120_000).await;
     assert_eq!(host.stats().activations, 2, "the alarm reactivated it");
     assert_eq!(fires(&host, "h").await.len(), 1);
     assert_eq!(
@@ -298,9 +302,7 @@ async fn alarms_wake_hibernated_objects_and_state_survives_hibernation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn named_timers_share_the_one_alarm_and_the_handler_learns_which_are_due() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let host = host(tmp.path(), &clock, HostConfig::default()).await;
+    let (_tmp, clock, host) = start(HostConfig::default()).await;
     call(
         &host,
         "t",
@@ -314,10 +316,8 @@ async fn named_timers_share_the_one_alarm_and_the_handler_learns_which_are_due()
     )
     .await;
     call(&host, "t", CounterRequest::SetAlarm(T0 + 5_000)).await;
-    clock.set(T0 + 2_000);
-    host.settle_alarms().await.unwrap();
-    clock.set(T0 + 5_000);
-    host.settle_alarms().await.unwrap();
+    set_time(&host, &clock, T0 + 2_000).await;
+    set_time(&host, &clock, T0 + 5_000).await;
     let seen: Vec<_> = fires(&host, "t")
         .await
         .into_iter()
@@ -332,9 +332,7 @@ async fn named_timers_share_the_one_alarm_and_the_handler_learns_which_are_due()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_ids_get_a_typed_error_and_nothing_is_created() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let host = host(tmp.path(), &clock, HostConfig::default()).await;
+    let (tmp, _clock, host) = start(HostConfig::default()).await;
     let long = "x".repeat(129);
     for (id, want) in [
         ("", InvalidId::Empty),
@@ -359,15 +357,12 @@ async fn invalid_ids_get_a_typed_error_and_nothing_is_created() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ids_are_listed_in_pages_without_activating_anything() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    {
-        let host = host(tmp.path(), &clock, HostConfig::default()).await;
+    let (tmp, clock) = left_behind(async |host| {
         for i in 0..50 {
-            call(&host, &format!("c-{i:02}"), CounterRequest::Add(1)).await;
+            call(host, &format!("c-{i:02}"), CounterRequest::Add(1)).await;
         }
-        host.shutdown(Duration::from_secs(5)).await.unwrap();
-    }
+    })
+    .await;
     let host = host(tmp.path(), &clock, HostConfig::default()).await;
     let first = host.list_ids::<Counter>(None, 20).await.unwrap();
     let second = host
@@ -387,9 +382,7 @@ async fn ids_are_listed_in_pages_without_activating_anything() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_handler_fails_its_call_and_the_object_comes_back() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let host = host(tmp.path(), &clock, HostConfig::default()).await;
+    let (_tmp, _clock, host) = start(HostConfig::default()).await;
     call(&host, "p", CounterRequest::Add(5)).await;
     let stub = host.get::<Counter>("p").unwrap();
     assert!(matches!(
@@ -407,14 +400,12 @@ async fn a_panicking_handler_fails_its_call_and_the_object_comes_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn budgets_bound_residents_and_open_files() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
     let config = HostConfig {
         resident_cap: 10.try_into().unwrap(),
         max_open_files: 4.try_into().unwrap(),
         ..HostConfig::default()
     };
-    let host = host(tmp.path(), &clock, config).await;
+    let (_tmp, clock, host) = start(config).await;
     for i in 0..30 {
         clock.advance(Duration::from_millis(1));
         call(&host, &format!("b-{i}"), CounterRequest::Add(i)).await;
@@ -436,9 +427,7 @@ async fn budgets_bound_residents_and_open_files() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_refuses_new_calls_and_keeps_data() {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let host = host(tmp.path(), &clock, HostConfig::default()).await;
+    let (tmp, clock, host) = start(HostConfig::default()).await;
     call(&host, "s", CounterRequest::Add(3)).await;
     host.shutdown(Duration::from_secs(5)).await.unwrap();
     assert!(matches!(
@@ -463,13 +452,10 @@ async fn an_early_index_entry_wakes_the_object_which_does_nothing_and_resyncs() 
     use clawdo_actors::Durability;
     use clawdo_storage::{DataDir, ObjectKey, ShardIndexes};
 
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    {
-        let host = host(tmp.path(), &clock, HostConfig::default()).await;
-        call(&host, "e", CounterRequest::Add(1)).await;
-        host.shutdown(Duration::from_secs(5)).await.unwrap();
-    }
+    let (tmp, clock) = left_behind(async |host| {
+        call(host, "e", CounterRequest::Add(1)).await;
+    })
+    .await;
     // A crash between an index write and the object's commit leaves an index entry the
     // object's database does not have. Make one by hand.
     {
@@ -482,8 +468,7 @@ async fn an_early_index_entry_wakes_the_object_which_does_nothing_and_resyncs() 
     }
     let host = host(tmp.path(), &clock, HostConfig::default()).await;
     assert_eq!(host.stats().armed_alarms, 1);
-    clock.set(T0 + 1_000);
-    host.settle_alarms().await.unwrap();
+    set_time(&host, &clock, T0 + 1_000).await;
     assert_eq!(
         host.stats().activations,
         1,

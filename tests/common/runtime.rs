@@ -1,7 +1,9 @@
-//! The in-process [`Runtime`] over a temporary data directory on a [`ManualClock`], its sim
-//! provider (configuration, live machines), waiting for an instance's status through its watch
-//! stream, the provision specs the tests share, and provisioning N running instances.
+//! The in-process [`Runtime`] over a temporary data directory on a [`ManualClock`] (and moving
+//! that clock with the alarms it makes due), its sim provider (configuration, live machines, a
+//! call left hanging), waiting for an instance's status through its watch stream or by polling,
+//! the provision specs the tests share, and provisioning N running instances.
 
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,11 +11,12 @@ use std::time::Duration;
 use clawdo::actors::ManualClock;
 use clawdo::actors::instance::{InstanceView, Status};
 use clawdo::actors::provider::MachineInfo;
-use clawdo::actors::provider::sim::SimConfig;
+use clawdo::actors::provider::sim::{SimConfig, SimProvider};
 use clawdo::instances::{Caller, ProvisionSpec};
 use clawdo::{Runtime, RuntimeBuilder};
+use tempfile::TempDir;
 
-use super::eventually;
+use super::{Poll, eventually, eventually_with};
 
 /// Where the tests' manual clocks start (epoch milliseconds, January 2027).
 pub const T0: i64 = 1_800_000_000_000;
@@ -45,6 +48,44 @@ pub async fn runtime_with(
         .build()
         .await
         .expect("runtime starts")
+}
+
+/// Starts a runtime with default settings over a fresh temporary directory, on a manual clock
+/// at [`T0`]; returns the directory (the data lives as long as it does), the clock and the
+/// runtime.
+pub async fn start() -> (TempDir, ManualClock, Runtime) {
+    start_with(|builder| builder).await
+}
+
+/// Like [`start`], with the [`builder`] adjusted by `configure`.
+pub async fn start_with(
+    configure: impl FnOnce(RuntimeBuilder) -> RuntimeBuilder,
+) -> (TempDir, ManualClock, Runtime) {
+    let dir = tempfile::tempdir().expect("a temporary data directory");
+    let clock = ManualClock::new(T0);
+    let runtime = runtime_with(dir.path(), &clock, configure).await;
+    (dir, clock, runtime)
+}
+
+/// Moves the manual `clock` on by `by` and delivers every alarm then due.
+pub async fn advance(runtime: &Runtime, clock: &ManualClock, by: Duration) {
+    clock.advance(by);
+    settle(runtime).await;
+}
+
+/// Sets the manual `clock` to `at` (epoch milliseconds) and delivers every alarm then due.
+pub async fn set_time(runtime: &Runtime, clock: &ManualClock, at: i64) {
+    clock.set(at);
+    settle(runtime).await;
+}
+
+/// Delivers every alarm due at the clock's current time.
+async fn settle(runtime: &Runtime) {
+    runtime
+        .host()
+        .settle_alarms()
+        .await
+        .expect("deliver the due alarms");
 }
 
 /// A sim configuration under which every provider call hangs (never answers).
@@ -82,6 +123,44 @@ pub fn live_machines(runtime: &Runtime, owner: &str) -> Vec<MachineInfo> {
         .into_iter()
         .filter(|m| m.metadata.get("owner").map(String::as_str) == Some(owner))
         .collect()
+}
+
+/// Makes every call to the sim provider hang, runs `start` (which leads to a machine restart)
+/// and polls, paced by `poll`, until the provider has received that restart (which hangs
+/// there); returns what `start` returned.
+pub async fn hang_restart<T>(
+    sim: &SimProvider,
+    poll: Poll,
+    what: &str,
+    start: impl Future<Output = T>,
+) -> T {
+    let before = sim.calls().restart_machine;
+    sim.set_config(hanging()).expect("a valid sim config");
+    let started = start.await;
+    eventually_with(poll, what, || async {
+        (sim.calls().restart_machine > before).then_some(())
+    })
+    .await;
+    started
+}
+
+/// Polls ([`eventually`]) instance `id` through the embedding API until its view satisfies
+/// `ready`; returns that view.
+pub async fn eventually_view(
+    runtime: &Runtime,
+    what: &str,
+    id: &str,
+    ready: impl Fn(&InstanceView) -> bool,
+) -> InstanceView {
+    let api = runtime.instances();
+    eventually(what, || async {
+        let view = api
+            .get(&Caller::Admin, id)
+            .await
+            .expect("read the instance");
+        ready(&view).then_some(view)
+    })
+    .await
 }
 
 /// Waits until the instance shows `status`, following its watch stream for at most
@@ -161,14 +240,7 @@ pub async fn provision_running(rt: &Runtime, prefix: &str, n: usize) -> Vec<Stri
             .expect("provision");
     }
     for id in &ids {
-        eventually("provisioned", || async {
-            let v = api
-                .get(&Caller::Admin, id)
-                .await
-                .expect("read the instance");
-            (v.status == Status::Running).then_some(())
-        })
-        .await;
+        eventually_view(rt, "provisioned", id, |v| v.status == Status::Running).await;
     }
     ids
 }
