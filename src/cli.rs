@@ -96,6 +96,32 @@ pub struct DemoLoadArgs {
     pub alarm_at: Option<i64>,
 }
 
+/// `clawdo demo-provision`: one provision, killed at a named step for the crash tests.
+impl From<DemoProvisionArgs> for clawdo::demo_provision::Options {
+    fn from(args: DemoProvisionArgs) -> Self {
+        Self {
+            data_dir: args.data_dir,
+            owner: args.owner,
+            idempotency_key: args.idempotency_key,
+            crash_at: args.crash_at,
+        }
+    }
+}
+
+/// `clawdo demo-load`: the bounded write load of the crash tests.
+impl From<DemoLoadArgs> for clawdo::demo_load::Options {
+    fn from(args: DemoLoadArgs) -> Self {
+        Self {
+            data_dir: args.data_dir,
+            durability: args.durability,
+            objects: args.objects,
+            writers: args.writers,
+            max_writes: args.max_writes,
+            alarm_at: args.alarm_at,
+        }
+    }
+}
+
 /// Flags of `clawdo serve`. Each flag given overrides the config file and the `CLAWDO_*`
 /// environment; defaults come from [`Config`].
 #[derive(Debug, Args)]

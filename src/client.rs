@@ -393,6 +393,11 @@ pub fn render_instance(instance: &pb::Instance) -> String {
             optional_time(instance.next_reconcile_at_ms),
         ),
     ];
+    render_fields(&rows)
+}
+
+/// `key: value` lines with the values aligned in one column (each ending in a newline).
+fn render_fields(rows: &[(&str, String)]) -> String {
     let width = rows.iter().map(|(key, _)| key.len()).max().unwrap_or(0) + 1;
     let mut out = String::new();
     for (key, value) in rows {

@@ -24,12 +24,12 @@ use crate::cli::{Cli, Command, InstanceArgs, LogFormat, MachineStubArgs, ServeAr
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Instance(args) => return instance(args).await,
-        Command::Action(args) => return action(args).await,
+        Command::Instance(args) => instance(args).await,
+        Command::Action(args) => action(args).await,
         Command::Serve(args) => serve(args).await,
-        Command::DemoLoad(args) => demo_load(args).await,
-        Command::DemoProvision(args) => demo_provision(args).await,
-        Command::MachineStub(args) => machine_stub(args).await,
+        Command::DemoLoad(args) => hidden(clawdo::demo_load::run(args.into())).await,
+        Command::DemoProvision(args) => hidden(clawdo::demo_provision::run(args.into())).await,
+        Command::MachineStub(args) => hidden(machine_stub(args)).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -41,65 +41,30 @@ async fn main() -> ExitCode {
 }
 
 /// `clawdo instance …`: one client call; errors print as `error: REASON: message`.
-async fn instance(args: InstanceArgs) -> ExitCode {
+async fn instance(args: InstanceArgs) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
-    report(args.run(&mut stdout).await)
+    Ok(args.run(&mut stdout).await?)
 }
 
 /// `clawdo action …`: one client command; errors print as `error: REASON: message`.
-async fn action(args: cli::action::ActionArgs) -> ExitCode {
+async fn action(args: cli::action::ActionArgs) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
-    report(args.run(&mut stdout).await)
+    Ok(args.run(&mut stdout).await?)
 }
 
-/// Exit code of a client command, printing its error (with its causes) to stderr.
-fn report(result: Result<(), clawdo::client::Error>) -> ExitCode {
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            let mut message = error.to_string();
-            let mut source = std::error::Error::source(&error);
-            while let Some(cause) = source {
-                message.push_str(&format!(": {cause}"));
-                source = cause.source();
-            }
-            eprintln!("error: {message}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// `clawdo demo-load`: the bounded write load of the crash tests.
-async fn demo_load(args: cli::DemoLoadArgs) -> anyhow::Result<()> {
+/// The hidden commands (`demo-load`, `demo-provision`, `machine-stub`): text logs to stderr,
+/// then `command`.
+async fn hidden<E>(command: impl Future<Output = Result<(), E>>) -> anyhow::Result<()>
+where
+    anyhow::Error: From<E>,
+{
     init_tracing(LogFormat::Text);
-    clawdo::demo_load::run(clawdo::demo_load::Options {
-        data_dir: args.data_dir,
-        durability: args.durability,
-        objects: args.objects,
-        writers: args.writers,
-        max_writes: args.max_writes,
-        alarm_at: args.alarm_at,
-    })
-    .await?;
-    Ok(())
-}
-
-/// `clawdo demo-provision`: one provision, killed at a named step for the crash tests.
-async fn demo_provision(args: cli::DemoProvisionArgs) -> anyhow::Result<()> {
-    init_tracing(LogFormat::Text);
-    clawdo::demo_provision::run(clawdo::demo_provision::Options {
-        data_dir: args.data_dir,
-        owner: args.owner,
-        idempotency_key: args.idempotency_key,
-        crash_at: args.crash_at,
-    })
-    .await?;
+    command.await?;
     Ok(())
 }
 
 /// `clawdo machine-stub`: serve the health check until SIGTERM (or Ctrl-C), then exit 0.
 async fn machine_stub(args: MachineStubArgs) -> anyhow::Result<()> {
-    init_tracing(LogFormat::Text);
     let listener = clawdo::machine_stub::bind(args.port)
         .await
         .with_context(|| format!("could not bind 127.0.0.1:{}", args.port))?;

@@ -131,6 +131,20 @@ impl Default for RuntimeBuilder {
     }
 }
 
+/// Builder methods that replace one whole settings section (a field of the builder) and hand
+/// the builder back: `name(arg: Type) => field;`, each with its doc comment.
+macro_rules! section_setters {
+    ($($(#[$doc:meta])* $name:ident($arg:ident: $ty:ty) => $field:ident;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, $arg: $ty) -> Self {
+                self.$field = $arg;
+                self
+            }
+        )*
+    };
+}
+
 impl RuntimeBuilder {
     /// Directory holding all object files (default `./clawdo-data`).
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
@@ -156,12 +170,6 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Replace the whole object-runtime configuration.
-    pub fn host_config(mut self, config: HostConfig) -> Self {
-        self.config = config;
-        self
-    }
-
     /// The clock every time decision reads (default: the system clock).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = Some(clock);
@@ -175,35 +183,20 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Settings of the default `sim` provider (latency, failure and hang rates).
-    pub fn sim_config(mut self, sim: SimConfig) -> Self {
-        self.sim = sim;
-        self
-    }
-
-    /// Limits of the provider's limiter (max in flight, rate).
-    pub fn provider_limits(mut self, limits: LimiterConfig) -> Self {
-        self.limits = limits;
-        self
-    }
-
-    /// Settings of the instance class (reconcile periods, operation lease, default image).
-    pub fn instance_config(mut self, config: InstanceConfig) -> Self {
-        self.instances = config;
-        self
-    }
-
-    /// Settings of the fleet (cap on concurrent scheduled work, slot lease, interactive
-    /// pressure deferral).
-    pub fn fleet_config(mut self, config: FleetConfig) -> Self {
-        self.fleet = config;
-        self
-    }
-
-    /// Settings of provision admission (instance limits per owner kind, cleanup timing).
-    pub fn registry_config(mut self, config: RegistryConfig) -> Self {
-        self.registry = config;
-        self
+    section_setters! {
+        /// Replace the whole object-runtime configuration.
+        host_config(config: HostConfig) => config;
+        /// Settings of the default `sim` provider (latency, failure and hang rates).
+        sim_config(sim: SimConfig) => sim;
+        /// Limits of the provider's limiter (max in flight, rate).
+        provider_limits(limits: LimiterConfig) => limits;
+        /// Settings of the instance class (reconcile periods, operation lease, default image).
+        instance_config(config: InstanceConfig) => instances;
+        /// Settings of the fleet (cap on concurrent scheduled work, slot lease, interactive
+        /// pressure deferral).
+        fleet_config(config: FleetConfig) => fleet;
+        /// Settings of provision admission (instance limits per owner kind, cleanup timing).
+        registry_config(config: RegistryConfig) => registry;
     }
 
     /// Register an object class of the embedder's own that needs no dependencies. Its name

@@ -221,23 +221,32 @@ pub async fn serve(
 mod tests {
     use super::*;
 
+    /// Addresses off the loopback interface, IPv4 and IPv6.
+    const NON_LOOPBACK: [&str; 4] = [
+        "0.0.0.0:50051",
+        "[::]:50051",
+        "192.0.2.7:50051",
+        "[2001:db8::1]:1",
+    ];
+
+    fn socket_addr(text: &str) -> SocketAddr {
+        text.parse().expect("a valid socket address")
+    }
+
     #[test]
     fn loopback_addresses_are_accepted() {
-        for addr in ["127.0.0.1:50051", "127.0.0.2:0", "[::1]:50051"] {
-            let addr: SocketAddr = addr.parse().expect("a valid socket address");
+        for addr in ["127.0.0.1:50051", "127.0.0.2:0", "[::1]:50051"].map(socket_addr) {
             assert_eq!(check_listen_addr(addr).expect("loopback is allowed"), addr);
         }
     }
 
     #[test]
     fn non_loopback_addresses_are_accepted_with_auth() {
-        for addr in [
-            "0.0.0.0:50051",
-            "[::]:50051",
-            "192.0.2.7:50051",
-            "127.0.0.1:1",
-        ] {
-            let addr: SocketAddr = addr.parse().expect("a valid socket address");
+        for addr in NON_LOOPBACK
+            .into_iter()
+            .chain(["127.0.0.1:1"])
+            .map(socket_addr)
+        {
             assert_eq!(check_listen(addr, true).expect("auth is on"), addr);
         }
     }
@@ -247,7 +256,7 @@ mod tests {
         use crate::auth::{Role, Token, TokenConfig};
 
         let mut config = Config {
-            listen: "0.0.0.0:0".parse().expect("a valid socket address"),
+            listen: socket_addr("0.0.0.0:0"),
             ..Config::default()
         };
         let refused = bind_config(&config)
@@ -262,7 +271,7 @@ mod tests {
             "{refused}"
         );
 
-        config.listen = "127.0.0.1:0".parse().expect("a valid socket address");
+        config.listen = socket_addr("127.0.0.1:0");
         bind_config(&config)
             .await
             .expect("loopback needs no tokens");
@@ -279,13 +288,7 @@ mod tests {
 
     #[test]
     fn non_loopback_addresses_are_refused() {
-        for addr in [
-            "0.0.0.0:50051",
-            "[::]:50051",
-            "192.0.2.7:50051",
-            "[2001:db8::1]:1",
-        ] {
-            let addr: SocketAddr = addr.parse().expect("a valid socket address");
+        for addr in NON_LOOPBACK.map(socket_addr) {
             let refused = check_listen_addr(addr).expect_err("non-loopback must be refused");
             assert!(check_listen(addr, false).is_err());
             assert!(

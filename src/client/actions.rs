@@ -8,7 +8,7 @@ use serde_json::json;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-use super::{BearerToken, Error};
+use super::{BearerToken, Error, render_fields};
 use crate::actors::claw::time::format_rfc3339;
 use crate::grpc::pb;
 
@@ -132,12 +132,7 @@ pub fn render_action(action: &pb::Action) -> String {
         ),
         ("targets", counts_line(&counts)),
     ];
-    let width = rows.iter().map(|(key, _)| key.len()).max().unwrap_or(0) + 1;
-    let mut out = String::new();
-    for (key, value) in rows {
-        out.push_str(&format!("{:<width$} {value}\n", format!("{key}:")));
-    }
-    out
+    render_fields(&rows)
 }
 
 /// Actions as a table with a header row.

@@ -11,12 +11,12 @@ use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 use clawdo_actors::fleet::{
-    ActionDetail, ActionError, ActionKind, ActionStatus, ActionSummary, ScheduleSpec, StageSpec,
-    TargetStatus, TargetView, parse_run_at,
+    ActionDetail, ActionError, ActionKind, ActionStatus, ActionSummary, RunNowOutcome,
+    ScheduleSpec, StageSpec, TargetStatus, TargetView, parse_run_at,
 };
 
-use super::pb;
 use super::status::action_error;
+use super::{pb, reply};
 use crate::actions::Actions;
 use crate::runtime::Runtime;
 
@@ -197,6 +197,15 @@ impl From<ActionDetail> for pb::ActionDetail {
     }
 }
 
+impl From<RunNowOutcome> for pb::RunNowResponse {
+    fn from(outcome: RunNowOutcome) -> Self {
+        pb::RunNowResponse {
+            targets: outcome.targets,
+            forced: outcome.forced,
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl pb::action_service_server::ActionService for ActionHandler {
     async fn schedule(
@@ -204,12 +213,7 @@ impl pb::action_service_server::ActionService for ActionHandler {
         request: Request<pb::ScheduleActionRequest>,
     ) -> Result<Response<pb::Action>, Status> {
         let spec = ScheduleSpec::try_from(request.into_inner()).map_err(action_error)?;
-        let action = self
-            .actions()
-            .schedule("admin", spec)
-            .await
-            .map_err(action_error)?;
-        Ok(Response::new(action.into()))
+        reply(self.actions().schedule("admin", spec).await, action_error)
     }
 
     async fn get(
@@ -217,8 +221,7 @@ impl pb::action_service_server::ActionService for ActionHandler {
         request: Request<pb::GetActionRequest>,
     ) -> Result<Response<pb::ActionDetail>, Status> {
         let id = positive("action_id", request.get_ref().action_id).map_err(action_error)?;
-        let detail = self.actions().get(id).await.map_err(action_error)?;
-        Ok(Response::new(detail.into()))
+        reply(self.actions().get(id).await, action_error)
     }
 
     async fn list(
@@ -256,8 +259,7 @@ impl pb::action_service_server::ActionService for ActionHandler {
         request: Request<pb::CancelActionRequest>,
     ) -> Result<Response<pb::Action>, Status> {
         let id = positive("action_id", request.get_ref().action_id).map_err(action_error)?;
-        let action = self.actions().cancel(id).await.map_err(action_error)?;
-        Ok(Response::new(action.into()))
+        reply(self.actions().cancel(id).await, action_error)
     }
 
     async fn cancel_target(
@@ -267,12 +269,8 @@ impl pb::action_service_server::ActionService for ActionHandler {
         let r = request.get_ref();
         let action_id = positive("action_id", r.action_id).map_err(action_error)?;
         let target_id = positive("target_id", r.target_id).map_err(action_error)?;
-        let target = self
-            .actions()
-            .cancel_target(action_id, target_id)
-            .await
-            .map_err(action_error)?;
-        Ok(Response::new(target.into()))
+        let target = self.actions().cancel_target(action_id, target_id).await;
+        reply(target, action_error)
     }
 
     async fn run_now(
@@ -301,11 +299,7 @@ impl pb::action_service_server::ActionService for ActionHandler {
         let outcome = self
             .actions()
             .run_now(&actor, action_id, target_id, r.force)
-            .await
-            .map_err(action_error)?;
-        Ok(Response::new(pb::RunNowResponse {
-            targets: outcome.targets,
-            forced: outcome.forced,
-        }))
+            .await;
+        reply(outcome, action_error)
     }
 }

@@ -20,10 +20,10 @@ use clawdo_actors::instance::{
     Desired, InstanceError, InstanceEvent, InstanceView, Status as InstanceStatus, validate,
 };
 
-use super::pb;
 use super::status::instance_error;
+use super::{pb, reply};
 use crate::auth;
-use crate::instances::{Caller, Instances, MAX_PAGE, ProvisionSpec, Provisioned};
+use crate::instances::{Caller, Instances, MAX_PAGE, Page, ProvisionSpec, Provisioned};
 use crate::runtime::Runtime;
 use clawdo_actors::registry::{Reservation, ReservationStatus};
 
@@ -68,12 +68,8 @@ impl pb::instance_service_server::InstanceService for InstanceHandler {
             message.owner = own.clone();
         }
         let spec = ProvisionSpec::try_from(message).map_err(instance_error)?;
-        let provisioned = self
-            .instances()
-            .provision(&caller, spec)
-            .await
-            .map_err(instance_error)?;
-        Ok(Response::new(provisioned.into()))
+        let provisioned = self.instances().provision(&caller, spec).await;
+        reply(provisioned, instance_error)
     }
 
     async fn get(
@@ -82,12 +78,7 @@ impl pb::instance_service_server::InstanceService for InstanceHandler {
     ) -> Result<Response<pb::Instance>, Status> {
         let caller = auth::caller(&request)?;
         let id = required_id(&request.get_ref().instance_id).map_err(instance_error)?;
-        let view = self
-            .instances()
-            .get(&caller, id)
-            .await
-            .map_err(instance_error)?;
-        Ok(Response::new(view.into()))
+        reply(self.instances().get(&caller, id).await, instance_error)
     }
 
     async fn list(
@@ -104,12 +95,8 @@ impl pb::instance_service_server::InstanceService for InstanceHandler {
                 query.after.as_deref(),
                 query.limit,
             )
-            .await
-            .map_err(instance_error)?;
-        Ok(Response::new(pb::ListInstancesResponse {
-            instances: page.instances.into_iter().map(Into::into).collect(),
-            next_page_token: page.next.unwrap_or_default(),
-        }))
+            .await;
+        reply(page, instance_error)
     }
 
     async fn start(
@@ -148,9 +135,8 @@ impl pb::instance_service_server::InstanceService for InstanceHandler {
         let view = self
             .instances()
             .change_version(&caller, &change.id, &change.image_tag, change.pin)
-            .await
-            .map_err(instance_error)?;
-        Ok(Response::new(view.into()))
+            .await;
+        reply(view, instance_error)
     }
 
     async fn destroy(
@@ -213,9 +199,8 @@ impl InstanceHandler {
             PlainOp::Stop => instances.stop(caller, id).await,
             PlainOp::Restart => instances.restart(caller, id).await,
             PlainOp::Destroy => instances.destroy(caller, id).await,
-        }
-        .map_err(instance_error)?;
-        Ok(Response::new(view.into()))
+        };
+        reply(view, instance_error)
     }
 }
 
@@ -396,6 +381,15 @@ impl From<Provisioned> for pb::ProvisionResponse {
             instance: Some(p.instance.into()),
             created: p.created,
             reservation: p.reservation.map(Into::into),
+        }
+    }
+}
+
+impl From<Page> for pb::ListInstancesResponse {
+    fn from(page: Page) -> Self {
+        pb::ListInstancesResponse {
+            instances: page.instances.into_iter().map(Into::into).collect(),
+            next_page_token: page.next.unwrap_or_default(),
         }
     }
 }

@@ -23,6 +23,7 @@ use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
+use tonic::{Response, Status};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -121,6 +122,17 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
+}
+
+/// The reply to a call: the in-process result encoded with `From`, or its error sent as the
+/// status `to_status` (one of the [`status`] mappings) gives it.
+fn reply<T, M: From<T>, E>(
+    result: Result<T, E>,
+    to_status: fn(E) -> Status,
+) -> Result<Response<M>, Status> {
+    result
+        .map(|value| Response::new(value.into()))
+        .map_err(to_status)
 }
 
 /// Reports `status` for the whole server (`""`) and for every clawdo service.
