@@ -258,13 +258,21 @@ async fn overdue_alarms_fire_promptly_after_a_restart() {
         }
     })
     .await;
+    // A start before any alarm is due: the alarms are loaded from the index only, no object
+    // is activated for it. (Checked while nothing is due, so no fire can race the check.)
+    clock.set(T0 + 500);
+    {
+        let host = host(tmp.path(), &clock, HostConfig::default()).await;
+        assert_eq!(host.stats().armed_alarms, 20);
+        assert_eq!(
+            host.stats().resident_objects,
+            0,
+            "alarms were loaded from the index only"
+        );
+        host.shutdown(Duration::from_secs(5)).await.unwrap();
+    }
     clock.set(T0 + 3_600_000); // down for an hour
     let host = host(tmp.path(), &clock, HostConfig::default()).await;
-    assert_eq!(
-        host.stats().resident_objects,
-        0,
-        "alarms were loaded from the index only"
-    );
     host.settle_alarms().await.unwrap();
     for i in 0..20 {
         let fired = fires(&host, &format!("o-{i}")).await;
