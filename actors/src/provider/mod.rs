@@ -6,18 +6,25 @@
 //! [`Limiter`] per provider (max in-flight, rate), which serves [`Priority::Interactive`] calls
 //! before [`Priority::Scheduled`] ones; [`Provider`] bundles the two.
 
+mod ledger;
 pub mod limiter;
 pub mod process;
 pub mod sim;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 pub use limiter::{Limiter, LimiterConfig, LimiterStats};
+
+/// Lock `mutex`; every critical section in the built-in providers is a single statement,
+/// transaction or map update, so a poisoned lock is still consistent.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Who a provider call is for: users first, fleet work second.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

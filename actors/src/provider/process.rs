@@ -12,7 +12,7 @@
 //! reported `stopped` — the "unexpected stop" that recovery repairs (SPEC §9). Each machine's
 //! calls are serialized by a per-machine lock; calls on different machines run in parallel.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -20,20 +20,20 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use clawdo_storage::rusqlite::{self, Connection, OptionalExtension as _, Transaction, params};
-use clawdo_storage::{Migration, codec};
+use clawdo_storage::Migration;
+use clawdo_storage::rusqlite::{self, Connection, Transaction, params};
 use futures::future::BoxFuture;
 use rustix::process::{Pid, Signal, kill_process};
 use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 
-use super::sim::{
-    delete_volume_row, insert_machine, lock, next_id, not_found, parse_state, prepare_provider_db,
-    volume_exists,
+use super::ledger::{
+    self, Ledger, MACHINE_COLUMN_COUNT, delete_volume_row, insert_machine, load_machine_with,
+    not_found,
 };
 use super::{
     MachineId, MachineInfo, MachineProvider, MachineSpec, MachineState, ProviderError, SnapshotId,
-    VolumeId, VolumeSource,
+    VolumeId, VolumeSource, lock,
 };
 
 /// How long a machine gets to exit after SIGTERM before it is killed.
@@ -67,8 +67,8 @@ const SCHEMA: &str = "
 ";
 
 /// Schema steps, run by the storage crate's migration runner (`PRAGMA user_version`; a file
-/// written by a newer build is refused).
-const MIGRATIONS: &[Migration] = &[Migration {
+/// written by a newer build is refused). The ledger's tests run its queries on it.
+pub(super) const MIGRATIONS: &[Migration] = &[Migration {
     name: "process provider state",
     sql: SCHEMA,
 }];
@@ -115,8 +115,8 @@ pub struct ProcessConfig {
 #[derive(Debug)]
 pub struct ProcessProvider {
     config: ProcessConfig,
-    /// `process.db`; statements are short, so a blocking lock is fine.
-    db: Mutex<Connection>,
+    /// `process.db`: its volumes, snapshots and machines.
+    ledger: Ledger,
     /// Processes this server spawned, by machine id: waited on to detect exits and reap them.
     children: Mutex<HashMap<String, Child>>,
     /// One lock per machine so that starts, stops and destroys of one machine never interleave.
@@ -131,9 +131,6 @@ struct Row {
     port: Option<u16>,
     start_ticks: Option<u64>,
 }
-
-/// Domain outcome inside, storage failure outside.
-type Db<T> = rusqlite::Result<Result<T, ProviderError>>;
 
 impl ProcessProvider {
     /// Open (or create) the provider under `config.root`.
@@ -151,10 +148,10 @@ impl ProcessProvider {
             fs::create_dir_all(&dir).map_err(|source| Error::Io { path: dir, source })?;
         }
         let mut conn = Connection::open(config.root.join("process.db"))?;
-        prepare_provider_db(&mut conn, MIGRATIONS)?;
+        ledger::prepare(&mut conn, MIGRATIONS)?;
         Ok(ProcessProvider {
             config,
-            db: Mutex::new(conn),
+            ledger: Ledger::new(conn, "process"),
             children: Mutex::new(HashMap::new()),
             machine_locks: Mutex::new(HashMap::new()),
         })
@@ -168,13 +165,7 @@ impl ProcessProvider {
     /// The directory of an existing volume.
     pub fn volume_path(&self, volume: &VolumeId) -> Result<PathBuf, ProviderError> {
         let id = volume.0.clone();
-        self.transact(move |tx| {
-            Ok(if volume_exists(tx, &id)? {
-                Ok(())
-            } else {
-                Err(not_found("volume", &id))
-            })
-        })?;
+        self.ledger.transact(|tx| ledger::require_volume(tx, &id))?;
         Ok(volumes_dir(&self.config.root).join(&volume.0))
     }
 
@@ -193,48 +184,21 @@ impl ProcessProvider {
     /// Copy a volume into a new snapshot.
     pub async fn snapshot_volume(&self, volume: &VolumeId) -> Result<SnapshotId, ProviderError> {
         let from = volume.0.clone();
-        let (seq, id) = self.transact(|tx| {
-            if !volume_exists(tx, &from)? {
-                return Ok(Err(not_found("volume", &from)));
-            }
-            next_id(tx, "snapshot", "s").map(Ok)
-        })?;
+        let (seq, id) = self
+            .ledger
+            .transact(|tx| ledger::reserve_snapshot(tx, &from))?;
         let src = volumes_dir(&self.config.root).join(&from);
         let dst = snapshots_dir(&self.config.root).join(&id);
         copy_tree_blocking(src, dst).await?;
-        self.transact(|tx| {
-            tx.execute(
-                "INSERT INTO snapshots (id, seq, volume) VALUES (?1, ?2, ?3)",
-                params![id, seq, from],
-            )?;
-            Ok(Ok(()))
-        })?;
+        self.ledger
+            .transact(|tx| ledger::insert_snapshot(tx, seq, &id, &from).map(Ok))?;
         Ok(SnapshotId(id))
     }
 
-    /// Run `work` in one immediate transaction, committed only if it returns `Ok(Ok(_))`.
-    fn transact<T>(
-        &self,
-        work: impl FnOnce(&Transaction<'_>) -> Db<T>,
-    ) -> Result<T, ProviderError> {
-        let mut conn = lock(&self.db);
-        let run = || -> Db<T> {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let outcome = work(&tx)?;
-            if outcome.is_ok() {
-                tx.commit()?;
-            }
-            Ok(outcome)
-        };
-        run().unwrap_or_else(|error| {
-            Err(ProviderError::Failed(format!(
-                "process provider database: {error}"
-            )))
-        })
-    }
-
+    /// Machine `id`'s row, destroyed or not.
     fn row(&self, id: &str) -> Result<Row, ProviderError> {
-        self.transact(|tx| Ok(load_row(tx, id)?.ok_or_else(|| not_found("machine", id))))
+        self.ledger
+            .transact(|tx| Ok(load_row(tx, id)?.ok_or_else(|| not_found("machine", id))))
     }
 
     /// A row that exists and is not destroyed.
@@ -246,6 +210,7 @@ impl ProcessProvider {
         Ok(row)
     }
 
+    /// Record machine `id`'s state and, while it runs, its process (pid, port, start time).
     fn set_row_state(
         &self,
         id: &str,
@@ -256,7 +221,7 @@ impl ProcessProvider {
             Some((pid, port, ticks)) => (Some(pid), Some(port), ticks.map(|t| t as i64)),
             None => (None, None, None),
         };
-        self.transact(|tx| {
+        self.ledger.transact(|tx| {
             tx.execute(
                 "UPDATE machines SET state = ?2, pid = ?3, port = ?4, start_ticks = ?5
                  WHERE id = ?1",
@@ -500,43 +465,18 @@ fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Machine `id`'s row with the process columns; `None` if it was never created.
 fn load_row(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<Option<Row>> {
-    let row = tx
-        .query_row(
-            "SELECT state, image, volume, metadata, pid, port, start_ticks
-             FROM machines WHERE id = ?1",
-            [id],
-            |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, Vec<u8>>(3)?,
-                    row.get::<_, Option<u32>>(4)?,
-                    row.get::<_, Option<u16>>(5)?,
-                    row.get::<_, Option<i64>>(6)?,
-                ))
-            },
-        )
-        .optional()?;
-    let Some((state, image, volume, metadata, pid, port, ticks)) = row else {
-        return Ok(None);
-    };
-    let metadata: BTreeMap<String, String> = codec::decode(&metadata).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Blob, e.into())
-    })?;
-    Ok(Some(Row {
-        info: MachineInfo {
-            id: MachineId(id.to_owned()),
-            state: parse_state(&state)?,
-            image,
-            volume: VolumeId(volume),
-            metadata,
-        },
-        pid,
-        port,
-        start_ticks: ticks.and_then(|t| u64::try_from(t).ok()),
-    }))
+    load_machine_with(tx, id, ", pid, port, start_ticks", |info, row| {
+        Ok(Row {
+            info,
+            pid: row.get(MACHINE_COLUMN_COUNT)?,
+            port: row.get(MACHINE_COLUMN_COUNT + 1)?,
+            start_ticks: row
+                .get::<_, Option<i64>>(MACHINE_COLUMN_COUNT + 2)?
+                .and_then(|t| u64::try_from(t).ok()),
+        })
+    })
 }
 
 impl MachineProvider for ProcessProvider {
@@ -552,27 +492,9 @@ impl MachineProvider for ProcessProvider {
         let name = name.to_owned();
         Box::pin(async move {
             let root = &self.config.root;
-            let (seq, id) = self.transact(|tx| {
-                match &source {
-                    VolumeSource::Empty => {}
-                    VolumeSource::Volume(from) => {
-                        if !volume_exists(tx, &from.0)? {
-                            return Ok(Err(not_found("volume", &from.0)));
-                        }
-                    }
-                    VolumeSource::Snapshot(from) => {
-                        let found = tx
-                            .query_row("SELECT 1 FROM snapshots WHERE id = ?1", [&from.0], |_| {
-                                Ok(())
-                            })
-                            .optional()?;
-                        if found.is_none() {
-                            return Ok(Err(not_found("snapshot", &from.0)));
-                        }
-                    }
-                }
-                next_id(tx, "volume", "v").map(Ok)
-            })?;
+            let (seq, id) = self
+                .ledger
+                .transact(|tx| ledger::reserve_volume(tx, &source))?;
             let dst = volumes_dir(root).join(&id);
             match &source {
                 VolumeSource::Empty => fs::create_dir(&dst).map_err(|e| {
@@ -585,7 +507,7 @@ impl MachineProvider for ProcessProvider {
                     copy_tree_blocking(snapshots_dir(root).join(&from.0), dst).await?;
                 }
             }
-            self.transact(|tx| {
+            self.ledger.transact(|tx| {
                 tx.execute(
                     "INSERT INTO volumes (id, seq, name) VALUES (?1, ?2, ?3)",
                     params![id, seq, name],
@@ -601,25 +523,13 @@ impl MachineProvider for ProcessProvider {
         volume: &VolumeId,
     ) -> BoxFuture<'_, Result<Vec<SnapshotId>, ProviderError>> {
         let volume = volume.0.clone();
-        Box::pin(async move {
-            self.transact(|tx| {
-                if !volume_exists(tx, &volume)? {
-                    return Ok(Err(not_found("volume", &volume)));
-                }
-                let mut stmt =
-                    tx.prepare("SELECT id FROM snapshots WHERE volume = ?1 ORDER BY seq")?;
-                let ids = stmt
-                    .query_map([&volume], |row| row.get(0).map(SnapshotId))?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                Ok(Ok(ids))
-            })
-        })
+        Box::pin(async move { self.ledger.transact(|tx| ledger::snapshots_of(tx, &volume)) })
     }
 
     fn delete_volume(&self, volume: &VolumeId) -> BoxFuture<'_, Result<(), ProviderError>> {
         let volume = volume.0.clone();
         Box::pin(async move {
-            self.transact(|tx| delete_volume_row(tx, &volume))?;
+            self.ledger.transact(|tx| delete_volume_row(tx, &volume))?;
             let dir = volumes_dir(&self.config.root).join(&volume);
             let removed = tokio::task::spawn_blocking(move || fs::remove_dir_all(dir)).await;
             if !matches!(removed, Ok(Ok(()))) {
@@ -631,7 +541,7 @@ impl MachineProvider for ProcessProvider {
     }
 
     fn create_machine(&self, spec: MachineSpec) -> BoxFuture<'_, Result<MachineId, ProviderError>> {
-        Box::pin(async move { self.transact(|tx| insert_machine(tx, &spec)) })
+        Box::pin(async move { self.ledger.transact(|tx| insert_machine(tx, &spec)) })
     }
 
     fn start_machine(&self, machine: &MachineId) -> BoxFuture<'_, Result<(), ProviderError>> {
@@ -684,13 +594,8 @@ impl MachineProvider for ProcessProvider {
         let image = image.to_owned();
         Box::pin(async move {
             self.live_row(&id)?;
-            self.transact(|tx| {
-                tx.execute(
-                    "UPDATE machines SET image = ?2 WHERE id = ?1",
-                    params![id, image],
-                )?;
-                Ok(Ok(()))
-            })
+            self.ledger
+                .transact(|tx| ledger::set_image(tx, &id, &image).map(Ok))
         })
     }
 
@@ -704,21 +609,7 @@ impl MachineProvider for ProcessProvider {
         volume: &VolumeId,
     ) -> BoxFuture<'_, Result<Vec<MachineId>, ProviderError>> {
         let volume = volume.0.clone();
-        Box::pin(async move {
-            self.transact(|tx| {
-                if !volume_exists(tx, &volume)? {
-                    return Ok(Err(not_found("volume", &volume)));
-                }
-                let mut stmt = tx.prepare(
-                    "SELECT id FROM machines WHERE volume = ?1 AND state != 'destroyed'
-                     ORDER BY seq",
-                )?;
-                let ids = stmt
-                    .query_map([&volume], |row| row.get(0).map(MachineId))?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                Ok(Ok(ids))
-            })
-        })
+        Box::pin(async move { self.ledger.transact(|tx| ledger::machines_on(tx, &volume)) })
     }
 
     fn destroy_machine(

@@ -8,22 +8,25 @@
 //! operation, and the peak number of mutating calls in flight at once (which proves the
 //! fleet's concurrency cap, SPEC §12).
 
-use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use clawdo_storage::rusqlite::{self, Connection, OptionalExtension as _, Transaction, params};
-use clawdo_storage::{Migration, codec};
+use clawdo_storage::Migration;
+use clawdo_storage::rusqlite::{self, Connection, Transaction, params};
 use futures::future::BoxFuture;
 use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng as _};
 use serde::{Deserialize, Serialize};
 
+use super::ledger::{
+    self, Db, Ledger, delete_volume_row, insert_machine, live_machine, load_machine, not_found,
+    set_state,
+};
 use super::{
     MachineId, MachineInfo, MachineProvider, MachineSpec, MachineState, ProviderError, SnapshotId,
-    VolumeId, VolumeSource,
+    VolumeId, VolumeSource, lock,
 };
 
 /// The schema of a sim provider file.
@@ -53,8 +56,8 @@ const SCHEMA: &str = "
 ";
 
 /// Schema steps, run by the storage crate's migration runner (`PRAGMA user_version`; a file
-/// written by a newer build is refused).
-const MIGRATIONS: &[Migration] = &[Migration {
+/// written by a newer build is refused). The ledger's tests run its queries on it.
+pub(super) const MIGRATIONS: &[Migration] = &[Migration {
     name: "sim provider state",
     sql: SCHEMA,
 }];
@@ -188,7 +191,8 @@ struct Chaos {
 /// The in-process simulated provider (see the module docs).
 #[derive(Debug)]
 pub struct SimProvider {
-    db: Mutex<Connection>,
+    /// The provider's file: its volumes, snapshots and machines.
+    ledger: Ledger,
     chaos: Mutex<Chaos>,
     /// Mutating calls in flight now.
     mutations: AtomicUsize,
@@ -200,31 +204,15 @@ pub struct SimProvider {
     machines_created: AtomicU64,
 }
 
-/// Domain outcome inside, storage failure outside.
-type Db<T> = rusqlite::Result<Result<T, ProviderError>>;
-
-/// Lock `mutex`; every critical section here is a single statement or transaction, so a
-/// poisoned lock is still consistent.
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl SimProvider {
     /// Open (or create) the provider's database at `path` with behaviour `config`.
     pub fn open(path: impl AsRef<Path>, config: SimConfig) -> Result<SimProvider, Error> {
         config.validate()?;
         let mut conn = Connection::open(path)?;
-        prepare_provider_db(&mut conn, MIGRATIONS)?;
-        let created: i64 = conn
-            .query_row(
-                "SELECT last FROM counters WHERE kind = 'machine'",
-                [],
-                |row| row.get(0),
-            )
-            .optional()?
-            .unwrap_or(0);
+        ledger::prepare(&mut conn, MIGRATIONS)?;
+        let created = ledger::last_issued(&conn, "machine")?;
         Ok(SimProvider {
-            db: Mutex::new(conn),
+            ledger: Ledger::new(conn, "sim"),
             chaos: Mutex::new(Chaos {
                 rng: StdRng::seed_from_u64(config.seed),
                 config,
@@ -290,26 +278,14 @@ impl SimProvider {
 
     /// Every machine not destroyed, by id (for checks: "never two machines for one owner").
     pub fn live_machines(&self) -> Result<Vec<MachineInfo>, ProviderError> {
-        self.transact(|tx| {
-            let ids: Vec<String> = tx
-                .prepare("SELECT id FROM machines WHERE state != 'destroyed' ORDER BY seq")?
-                .query_map([], |row| row.get(0))?
-                .collect::<Result<_, _>>()?;
-            let mut machines = Vec::with_capacity(ids.len());
-            for id in ids {
-                if let Some(info) = load_machine(tx, &id)? {
-                    machines.push(info);
-                }
-            }
-            Ok(Ok(machines))
-        })
+        self.ledger.transact(|tx| ledger::live_machines(tx).map(Ok))
     }
 
     /// Chaos: a running machine stops on its own (no latency, no failure injection, not
     /// counted as a call). Refused unless the machine is running.
     pub fn stop_unexpectedly(&self, machine: &MachineId) -> Result<(), ProviderError> {
         let id = machine.0.clone();
-        self.transact(move |tx| {
+        self.ledger.transact(move |tx| {
             let Some(info) = load_machine(tx, &id)? else {
                 return Ok(Err(not_found("machine", &id)));
             };
@@ -330,34 +306,14 @@ impl SimProvider {
     /// Take a snapshot of a volume (what a real provider does on its own schedule).
     pub fn snapshot_volume(&self, volume: &VolumeId) -> Result<SnapshotId, ProviderError> {
         let volume = volume.0.clone();
-        self.transact(move |tx| {
-            if !volume_exists(tx, &volume)? {
-                return Ok(Err(not_found("volume", &volume)));
-            }
-            let (seq, id) = next_id(tx, "snapshot", "s")?;
-            tx.execute(
-                "INSERT INTO snapshots (id, seq, volume) VALUES (?1, ?2, ?3)",
-                params![id, seq, volume],
-            )?;
+        self.ledger.transact(move |tx| {
+            let (seq, id) = match ledger::reserve_snapshot(tx, &volume)? {
+                Ok(reserved) => reserved,
+                Err(e) => return Ok(Err(e)),
+            };
+            ledger::insert_snapshot(tx, seq, &id, &volume)?;
             Ok(Ok(SnapshotId(id)))
         })
-    }
-
-    /// Run `work` in one immediate transaction, committed only if it returns `Ok(Ok(_))`.
-    fn transact<T>(
-        &self,
-        work: impl FnOnce(&Transaction<'_>) -> Db<T>,
-    ) -> Result<T, ProviderError> {
-        let mut conn = lock(&self.db);
-        let run = || -> Db<T> {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let outcome = work(&tx)?;
-            if outcome.is_ok() {
-                tx.commit()?;
-            }
-            Ok(outcome)
-        };
-        run().unwrap_or_else(|error| Err(store_failed(&error)))
     }
 
     /// Throw the dice for one call: its latency and whether it proceeds, fails or hangs.
@@ -390,7 +346,7 @@ impl SimProvider {
                 tokio::time::sleep(latency).await;
             }
             match fate {
-                Fate::Proceed => self.transact(work),
+                Fate::Proceed => self.ledger.transact(work),
                 Fate::Fail => Err(ProviderError::Failed("injected failure".to_owned())),
                 Fate::Hang => std::future::pending().await,
             }
@@ -415,175 +371,6 @@ impl Drop for InFlight<'_> {
     }
 }
 
-pub(super) fn not_found(kind: &'static str, id: &str) -> ProviderError {
-    ProviderError::NotFound {
-        kind,
-        id: id.to_owned(),
-    }
-}
-
-fn store_failed(error: &rusqlite::Error) -> ProviderError {
-    ProviderError::Failed(format!("sim provider database: {error}"))
-}
-
-/// Issue the next id of `kind` (`<prefix>-<n>`) from the `counters` table.
-pub(super) fn next_id(
-    tx: &Transaction<'_>,
-    kind: &str,
-    prefix: &str,
-) -> rusqlite::Result<(i64, String)> {
-    let n: i64 = tx.query_row(
-        "INSERT INTO counters (kind, last) VALUES (?1, 1)
-         ON CONFLICT (kind) DO UPDATE SET last = last + 1 RETURNING last",
-        [kind],
-        |row| row.get(0),
-    )?;
-    Ok((n, format!("{prefix}-{n}")))
-}
-
-/// Put a provider's state file in shape: WAL, `synchronous=NORMAL`, a busy timeout, and the
-/// schema migrated with the storage crate's runner (shared by both built-in providers).
-pub(super) fn prepare_provider_db(
-    conn: &mut Connection,
-    migrations: &[Migration],
-) -> Result<(), clawdo_storage::Error> {
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    let path = conn
-        .path()
-        .map(std::path::PathBuf::from)
-        .unwrap_or_default();
-    clawdo_storage::migrate::run_migrations(conn, &path, migrations)?;
-    Ok(())
-}
-
-pub(super) fn volume_exists(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<bool> {
-    tx.query_row("SELECT 1 FROM volumes WHERE id = ?1", [id], |_| Ok(()))
-        .optional()
-        .map(|found| found.is_some())
-}
-
-/// Delete a volume's row unless a machine that is not destroyed still uses it (shared by both
-/// providers, like [`insert_machine`]).
-pub(super) fn delete_volume_row(
-    tx: &Transaction<'_>,
-    volume: &str,
-) -> rusqlite::Result<Result<(), ProviderError>> {
-    if !volume_exists(tx, volume)? {
-        return Ok(Err(not_found("volume", volume)));
-    }
-    let user: Option<String> = tx
-        .query_row(
-            "SELECT id FROM machines WHERE volume = ?1 AND state != 'destroyed'
-             ORDER BY seq LIMIT 1",
-            [volume],
-            |row| row.get(0),
-        )
-        .optional()?;
-    if let Some(machine) = user {
-        return Ok(Err(ProviderError::Refused(format!(
-            "volume {volume} is attached to machine {machine}"
-        ))));
-    }
-    tx.execute("DELETE FROM volumes WHERE id = ?1", [volume])?;
-    Ok(Ok(()))
-}
-
-/// Record a new machine, `Created`, on an existing volume. Both providers keep machines in a
-/// `machines` table of this shape (the process provider adds columns of its own).
-pub(super) fn insert_machine(
-    tx: &Transaction<'_>,
-    spec: &MachineSpec,
-) -> rusqlite::Result<Result<MachineId, ProviderError>> {
-    if !volume_exists(tx, &spec.volume.0)? {
-        return Ok(Err(not_found("volume", &spec.volume.0)));
-    }
-    let metadata = codec::encode(&spec.metadata)
-        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
-    let (seq, id) = next_id(tx, "machine", "m")?;
-    tx.execute(
-        "INSERT INTO machines (id, seq, state, image, volume, metadata)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
-            id,
-            seq,
-            MachineState::Created.as_str(),
-            spec.image,
-            spec.volume.0,
-            metadata
-        ],
-    )?;
-    Ok(Ok(MachineId(id)))
-}
-
-fn snapshot_exists(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<bool> {
-    tx.query_row("SELECT 1 FROM snapshots WHERE id = ?1", [id], |_| Ok(()))
-        .optional()
-        .map(|found| found.is_some())
-}
-
-/// The state a `MachineState::as_str` column holds.
-pub(super) fn parse_state(text: &str) -> rusqlite::Result<MachineState> {
-    match text {
-        "created" => Ok(MachineState::Created),
-        "running" => Ok(MachineState::Running),
-        "stopped" => Ok(MachineState::Stopped),
-        "destroyed" => Ok(MachineState::Destroyed),
-        other => Err(rusqlite::Error::InvalidColumnType(
-            0,
-            format!("machine state {other:?}"),
-            rusqlite::types::Type::Text,
-        )),
-    }
-}
-
-fn load_machine(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<Option<MachineInfo>> {
-    let row = tx
-        .query_row(
-            "SELECT state, image, volume, metadata FROM machines WHERE id = ?1",
-            [id],
-            |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, Vec<u8>>(3)?,
-                ))
-            },
-        )
-        .optional()?;
-    let Some((state, image, volume, metadata)) = row else {
-        return Ok(None);
-    };
-    let metadata: BTreeMap<String, String> = codec::decode(&metadata).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Blob, e.into())
-    })?;
-    Ok(Some(MachineInfo {
-        id: MachineId(id.to_owned()),
-        state: parse_state(&state)?,
-        image,
-        volume: VolumeId(volume),
-        metadata,
-    }))
-}
-
-fn set_state(tx: &Transaction<'_>, id: &str, state: MachineState) -> rusqlite::Result<()> {
-    tx.execute(
-        "UPDATE machines SET state = ?2 WHERE id = ?1",
-        params![id, state.as_str()],
-    )?;
-    Ok(())
-}
-
-/// Load a machine that must exist and not be destroyed.
-fn live_machine(tx: &Transaction<'_>, id: &str) -> Db<MachineInfo> {
-    Ok(match load_machine(tx, id)? {
-        Some(info) if info.state != MachineState::Destroyed => Ok(info),
-        _ => Err(not_found("machine", id)),
-    })
-}
-
 impl MachineProvider for SimProvider {
     fn name(&self) -> &'static str {
         "sim"
@@ -596,22 +383,15 @@ impl MachineProvider for SimProvider {
     ) -> BoxFuture<'_, Result<VolumeId, ProviderError>> {
         let name = name.to_owned();
         self.call(Op::CreateVolume, move |tx| {
+            let (seq, id) = match ledger::reserve_volume(tx, &source)? {
+                Ok(reserved) => reserved,
+                Err(e) => return Ok(Err(e)),
+            };
             let source_text = match &source {
                 VolumeSource::Empty => "empty".to_owned(),
-                VolumeSource::Volume(from) => {
-                    if !volume_exists(tx, &from.0)? {
-                        return Ok(Err(not_found("volume", &from.0)));
-                    }
-                    format!("volume:{from}")
-                }
-                VolumeSource::Snapshot(from) => {
-                    if !snapshot_exists(tx, &from.0)? {
-                        return Ok(Err(not_found("snapshot", &from.0)));
-                    }
-                    format!("snapshot:{from}")
-                }
+                VolumeSource::Volume(from) => format!("volume:{from}"),
+                VolumeSource::Snapshot(from) => format!("snapshot:{from}"),
             };
-            let (seq, id) = next_id(tx, "volume", "v")?;
             tx.execute(
                 "INSERT INTO volumes (id, seq, name, source) VALUES (?1, ?2, ?3, ?4)",
                 params![id, seq, name, source_text],
@@ -626,14 +406,7 @@ impl MachineProvider for SimProvider {
     ) -> BoxFuture<'_, Result<Vec<SnapshotId>, ProviderError>> {
         let volume = volume.0.clone();
         self.call(Op::ListSnapshots, move |tx| {
-            if !volume_exists(tx, &volume)? {
-                return Ok(Err(not_found("volume", &volume)));
-            }
-            let mut stmt = tx.prepare("SELECT id FROM snapshots WHERE volume = ?1 ORDER BY seq")?;
-            let ids = stmt
-                .query_map([&volume], |row| row.get(0).map(SnapshotId))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(Ok(ids))
+            ledger::snapshots_of(tx, &volume)
         })
     }
 
@@ -702,10 +475,7 @@ impl MachineProvider for SimProvider {
             if let Err(e) = live_machine(tx, &id)? {
                 return Ok(Err(e));
             }
-            tx.execute(
-                "UPDATE machines SET image = ?2 WHERE id = ?1",
-                params![id, image],
-            )?;
+            ledger::set_image(tx, &id, &image)?;
             Ok(Ok(()))
         })
     }
@@ -723,16 +493,7 @@ impl MachineProvider for SimProvider {
     ) -> BoxFuture<'_, Result<Vec<MachineId>, ProviderError>> {
         let volume = volume.0.clone();
         self.call(Op::MachinesOnVolume, move |tx| {
-            if !volume_exists(tx, &volume)? {
-                return Ok(Err(not_found("volume", &volume)));
-            }
-            let mut stmt = tx.prepare(
-                "SELECT id FROM machines WHERE volume = ?1 AND state != 'destroyed' ORDER BY seq",
-            )?;
-            let ids = stmt
-                .query_map([&volume], |row| row.get(0).map(MachineId))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(Ok(ids))
+            ledger::machines_on(tx, &volume)
         })
     }
 
@@ -763,6 +524,7 @@ impl MachineProvider for SimProvider {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is a failed test
 mod tests {
+    use std::collections::BTreeMap;
     use std::sync::Arc;
 
     use tokio::time::Instant;
