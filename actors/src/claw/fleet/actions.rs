@@ -38,8 +38,8 @@ pub struct StageProgress {
     pub index: u32,
     /// Still `scheduled` (not completed or cancelled).
     pub scheduled: bool,
-    /// Targets of the stage not terminal yet.
-    pub open: u64,
+    /// Whether a target of the stage is not terminal yet.
+    pub open: bool,
 }
 
 /// What the promotion sweep changes after a target became terminal.
@@ -57,10 +57,10 @@ pub fn promotion(stages: &[StageProgress]) -> Promotion {
     Promotion {
         stages: stages
             .iter()
-            .filter(|s| s.scheduled && s.open == 0)
+            .filter(|s| s.scheduled && !s.open)
             .map(|s| s.index)
             .collect(),
-        action: stages.iter().all(|s| s.open == 0),
+        action: stages.iter().all(|s| !s.open),
     }
 }
 

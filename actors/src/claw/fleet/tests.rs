@@ -5,7 +5,7 @@
 
 use clawdo_storage::rusqlite::{self, Connection};
 
-use super::store::{CLAIMABLE, RUNNING_COUNT, claimable};
+use super::store::{CLAIMABLE, RUNNING_COUNT, STAGE_PROGRESS, claimable};
 
 /// The fleet's schema with one action of `n` pending targets.
 fn fleet_db(n: usize) -> Connection {
@@ -45,7 +45,11 @@ fn plan(conn: &Connection, sql: &str) -> String {
 #[test]
 fn hot_queries_stay_indexed_with_many_pending_targets() {
     let conn = fleet_db(2_000);
-    for (name, sql) in [("claimable", CLAIMABLE), ("running", RUNNING_COUNT)] {
+    for (name, sql) in [
+        ("claimable", CLAIMABLE),
+        ("running", RUNNING_COUNT),
+        ("stage progress", STAGE_PROGRESS),
+    ] {
         let plan = plan(&conn, sql);
         assert!(!plan.contains("TEMP B-TREE"), "{name}: {plan}");
         assert!(
@@ -335,10 +339,10 @@ fn outcomes_become_terminal_statuses_with_stable_reasons() {
 
 #[test]
 fn promotion_completes_finished_stages_and_then_the_action() {
-    let stage = |index, scheduled, open| StageProgress {
+    let stage = |index, scheduled, open: u64| StageProgress {
         index,
         scheduled,
-        open,
+        open: open > 0,
     };
     let cases = [
         (

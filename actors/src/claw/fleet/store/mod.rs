@@ -52,6 +52,15 @@ pub(super) const CLAIMABLE: &str = "SELECT t.id, t.instance_id FROM scheduled_ac
 pub(super) const RUNNING_COUNT: &str =
     "SELECT COUNT(*) FROM scheduled_action_targets WHERE status = 'running'";
 
+/// The promotion sweep's read: each stage, its status, and whether any of its targets is not
+/// terminal. `EXISTS` stops at the first open target: this runs after every outcome, so it
+/// must not count a large stage's targets each time.
+pub(super) const STAGE_PROGRESS: &str = "SELECT s.idx, s.status,
+            EXISTS (SELECT 1 FROM scheduled_action_targets t
+                    WHERE t.action_id = s.action_id AND t.stage_idx = s.idx
+                      AND t.status IN ('pending', 'running'))
+     FROM scheduled_action_stages s WHERE s.action_id = ?1 ORDER BY s.idx";
+
 /// Slots in use: targets holding one.
 pub(super) fn running_count(conn: &Connection) -> rusqlite::Result<u64> {
     let n: i64 = conn
@@ -199,18 +208,12 @@ pub(super) fn stage_progress(
     conn: &Connection,
     action_id: i64,
 ) -> rusqlite::Result<Vec<StageProgress>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT s.idx, s.status,
-                (SELECT COUNT(*) FROM scheduled_action_targets t
-                 WHERE t.action_id = s.action_id AND t.stage_idx = s.idx
-                   AND t.status IN ('pending', 'running'))
-         FROM scheduled_action_stages s WHERE s.action_id = ?1 ORDER BY s.idx",
-    )?;
+    let mut stmt = conn.prepare_cached(STAGE_PROGRESS)?;
     stmt.query_map([action_id], |r| {
         Ok(StageProgress {
             index: r.get(0)?,
             scheduled: r.get::<_, String>(1)? == "scheduled",
-            open: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+            open: r.get(2)?,
         })
     })?
     .collect()
