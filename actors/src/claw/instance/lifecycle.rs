@@ -460,24 +460,28 @@ pub fn on_progress(record: &Record, outcome: &OpOutcome) -> Option<Transition> {
     if record.op.as_ref().is_none_or(|op| op.id != outcome.op_id) {
         return None;
     }
-    let mut next = record.clone();
-    let mut events = Vec::new();
-    if let Some(volume) = outcome
+    let volume = outcome
         .volume
         .clone()
-        .filter(|v| record.volume.as_ref() != Some(v))
-    {
-        events.push((EventKind::VolumeCreated, volume.0.clone()));
-        next.volume = Some(volume);
-    }
-    if let Some(machine) = outcome
+        .filter(|v| record.volume.as_ref() != Some(v));
+    let machine = outcome
         .machine
         .clone()
-        .filter(|m| record.machine.as_ref() != Some(m))
-    {
-        events.push((EventKind::MachineCreated, machine.0.clone()));
-        next.machine = Some(machine);
-    }
+        .filter(|m| record.machine.as_ref() != Some(m));
+    let events: Vec<(EventKind, String)> = [
+        volume
+            .as_ref()
+            .map(|v| (EventKind::VolumeCreated, v.0.clone())),
+        machine
+            .as_ref()
+            .map(|m| (EventKind::MachineCreated, m.0.clone())),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let mut next = record.clone();
+    next.volume = volume.or(next.volume);
+    next.machine = machine.or(next.machine);
     if events.is_empty() {
         return None;
     }

@@ -1004,3 +1004,46 @@ fn transitions_compose_into_one() {
     assert_eq!(both.notices.len(), 1);
     assert!(Transition::default().then(Transition::default()).is_empty());
 }
+
+#[test]
+fn a_provision_records_each_new_piece_of_infrastructure_once() {
+    let mut bare = busy(OpKind::Provision, Status::Provisioning);
+    bare.machine = None;
+    bare.volume = None;
+    let volume = VolumeId("v-9".into());
+    let machine = MachineId("m-9".into());
+    let progress = |volume: Option<&VolumeId>, machine: Option<&MachineId>| OpOutcome {
+        machine: machine.cloned(),
+        volume: volume.cloned(),
+        ..outcome(Ok(()))
+    };
+    let t = lifecycle::on_progress(&bare, &progress(Some(&volume), None)).unwrap();
+    assert_eq!(kinds(&t), vec![EventKind::VolumeCreated]);
+    let with_volume = t.record.unwrap();
+    assert_eq!(with_volume.volume.as_ref(), Some(&volume));
+    let t = lifecycle::on_progress(&with_volume, &progress(Some(&volume), Some(&machine))).unwrap();
+    assert_eq!(
+        kinds(&t),
+        vec![EventKind::MachineCreated],
+        "the volume is not logged twice"
+    );
+    let both = t.record.unwrap();
+    assert_eq!(
+        (both.volume, both.machine),
+        (Some(volume.clone()), Some(machine.clone()))
+    );
+    let mut done = bare.clone();
+    done.volume = Some(volume.clone());
+    assert_eq!(
+        lifecycle::on_progress(&done, &progress(Some(&volume), None)),
+        None,
+        "nothing new"
+    );
+    let mut stale = progress(Some(&volume), None);
+    stale.op_id = 3;
+    assert_eq!(
+        lifecycle::on_progress(&bare, &stale),
+        None,
+        "another operation's report"
+    );
+}
