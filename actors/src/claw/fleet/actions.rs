@@ -95,7 +95,6 @@ impl Fleet {
             return Err(ActionError::invalid("stages", "1 to 16 stages"));
         }
         let now = ctx.now();
-        let live_after = true;
         let (action_id, tickets) = ctx.transact(|tx| -> Result<_> {
             for (instance_id, _, _) in &new.targets {
                 if let Some(action_id) = store::conflicting_action(tx, instance_id)? {
@@ -106,7 +105,8 @@ impl Fleet {
                 }
             }
             let inserted = store::insert_action(tx, &new, now)?;
-            Self::arm_sweep(tx, now, live_after)?;
+            // The new action is live: keep the periodic sweep armed.
+            Self::arm_sweep(tx, now, true)?;
             Ok(inserted)
         })?;
         let summary = store::summary(ctx.store().conn()?, action_id)?

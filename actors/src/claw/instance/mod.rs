@@ -75,9 +75,12 @@ pub struct Instance {
 impl Instance {
     /// Commit `t` in one transaction, then publish its events and keep its notices for the
     /// outbox.
-    fn apply(&mut self, ctx: &mut Ctx, t: Transition) -> Result<(), InstanceError> {
+    fn apply(&mut self, ctx: &mut Ctx, mut t: Transition) -> Result<(), InstanceError> {
         if t.is_empty() {
             return Ok(());
+        }
+        if let Some(record) = t.record.as_mut() {
+            record.updated_at = ctx.now();
         }
         let status = t
             .record
@@ -90,10 +93,8 @@ impl Instance {
                 status = event.status.as_str(), detail = %event.detail, "instance event");
             self.deps.hub.publish(event);
         }
-        let now = ctx.now();
-        if let Some(mut record) = t.record {
-            record.updated_at = now;
-            self.record = Some(record);
+        if t.record.is_some() {
+            self.record = t.record;
         }
         if t.ticket.is_some() {
             self.ticket = t.ticket;
@@ -120,7 +121,7 @@ impl Instance {
         view
     }
 
-    fn serve(
+    async fn serve(
         &mut self,
         ctx: &mut Ctx,
         request: InstanceRequest,
@@ -165,11 +166,8 @@ impl Instance {
                 self.reconciled(ctx, state)?;
                 InstanceReply::Ack
             }
-            InstanceRequest::Target(_) | InstanceRequest::Wake(_) => {
-                return Err(InstanceError::Internal(
-                    "fleet messages are served by the async path".into(),
-                ));
-            }
+            InstanceRequest::Target(notice) => self.target_notice(ctx, notice).await?,
+            InstanceRequest::Wake(ticket) => self.wake(ctx, ticket).await?,
         })
     }
 }
@@ -208,11 +206,7 @@ impl Object for Instance {
     }
 
     async fn handle(&mut self, ctx: &mut Ctx, request: InstanceRequest) -> Self::Response {
-        let reply = match request {
-            InstanceRequest::Target(notice) => self.target_notice(ctx, notice).await,
-            InstanceRequest::Wake(ticket) => self.wake(ctx, ticket).await,
-            request => self.serve(ctx, request),
-        };
+        let reply = self.serve(ctx, request).await;
         outbox::deliver(ctx.host(), std::mem::take(&mut self.outbox));
         reply
     }

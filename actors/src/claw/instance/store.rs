@@ -35,7 +35,7 @@ pub(super) fn load(ctx: &mut Ctx) -> Result<Loaded, InstanceError> {
     Ok((record, ticket, link))
 }
 
-/// Write `t` in one transaction: the record (stamped `updated_at`), the ticket, the link, the
+/// Write `t` in one transaction: the record (the caller stamped `updated_at`), the ticket, the link, the
 /// events (logged with `status`, the record's status after the transition), and the timers.
 /// Returns the events as written (with their sequence numbers).
 pub(super) fn commit(
@@ -47,9 +47,7 @@ pub(super) fn commit(
     let id = ctx.id().to_string();
     let written = ctx.transact(|tx| {
         if let Some(record) = &t.record {
-            let mut record = record.clone();
-            record.updated_at = now;
-            tx.kv_put(RECORD_KEY, &record)?;
+            tx.kv_put(RECORD_KEY, record)?;
         }
         if let Some(ticket) = &t.ticket {
             tx.kv_put(TICKET_KEY, ticket)?;
